@@ -1,0 +1,66 @@
+"""One Settings object: command-line flags, LLAMASERVE_* environment variables, defaults."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def physical_cores() -> int:
+    """Physical cores available to this process (llama.cpp gains nothing from SMT siblings)."""
+    logical = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    logical = logical or 1
+    system = platform.system()
+    cores: int | None = None
+    if system == "Linux":
+        try:
+            pairs: set[tuple[str, str]] = set()
+            physical = core = ""
+            with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+                for line in cpuinfo:
+                    key, _, value = line.partition(":")
+                    key = key.strip()
+                    if key == "physical id":
+                        physical = value.strip()
+                    elif key == "core id":
+                        core = value.strip()
+                    elif not line.strip() and core:
+                        pairs.add((physical, core))
+                        physical = core = ""
+            if core:
+                pairs.add((physical, core))
+            cores = len(pairs) or None
+        except OSError:
+            cores = None
+    elif system == "Darwin":
+        try:
+            out = subprocess.run(
+                ["sysctl", "-n", "hw.physicalcpu"],
+                capture_output=True,
+                text=True,
+                timeout=5,
+                check=True,
+            ).stdout
+            cores = int(out.strip())
+        except (OSError, ValueError, subprocess.SubprocessError):
+            cores = None
+    # Never more than the CPUs this process may run on (containers, taskset).
+    return max(1, min(cores or logical, logical))
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LLAMASERVE_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    ctx: int | None = Field(default=None, ge=16, description="context size; default per model")
+    threads: int = Field(default_factory=physical_cores, ge=1)
+    gpu_layers: int = Field(default=0, ge=-1, description="-1 offloads every layer")
+    verbose: bool = False
+    catalog: Path | None = Field(default=None, description="models.yaml; default: the bundled one")
+    max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
