@@ -1,0 +1,65 @@
+"""What handlers hand the engine, and what the engine hands back.
+
+Nothing here knows HTTP or the OpenAI wire names: handlers translate both ways.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+FinishReason = Literal["stop", "length"]
+
+
+class EngineError(Exception):
+    """A request the engine cannot run; the message is meant for the API client."""
+
+    param: str | None = None
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+class PromptTooLongError(EngineError):
+    """The prompt (plus the requested completion) does not fit in the model's context."""
+
+
+@dataclass
+class SamplingParams:
+    # OpenAI's defaults for temperature and top_p; llama.cpp's for the rest.
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 40
+    min_p: float = 0.05
+    repeat_penalty: float = 1.0
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
+    seed: int | None = None
+
+
+@dataclass
+class GenerationRequest:
+    """One generation: either chat `messages` (rendered with the model's template) or a raw
+    `prompt` (text or token ids)."""
+
+    messages: list[dict[str, Any]] | None = None
+    prompt: str | list[int] | None = None
+    max_tokens: int | None = None  # None: until the model stops or the context is full
+    stop: list[str] = field(default_factory=list)
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+
+
+@dataclass
+class TextDelta:
+    text: str
+
+
+@dataclass
+class Finished:
+    reason: FinishReason
+    prompt_tokens: int
+    completion_tokens: int
+
+
+Event = TextDelta | Finished
