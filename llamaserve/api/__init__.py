@@ -1,0 +1,1 @@
+"""The OpenAI-compatible HTTP routes: one module per route, schemas and errors beside them."""

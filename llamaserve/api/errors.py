@@ -1,0 +1,155 @@
+"""The OpenAI error shape, and every exception → status mapping, in one place."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from ..engine import EngineError
+
+logger = logging.getLogger(__name__)
+
+_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "invalid_request_error",
+    405: "invalid_request_error",
+    413: "invalid_request_error",
+    429: "rate_limit_error",
+    503: "server_error",
+}
+
+
+class APIError(Exception):
+    """An error to send to the client as `{"error": {...}}` with `status`."""
+
+    def __init__(
+        self, status: int, message: str, *, param: str | None = None, code: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.param = param
+        self.code = code
+
+
+def error_body(status: int, message: str, param: str | None, code: str | None) -> dict[str, Any]:
+    error_type = _TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+    return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
+
+
+def error_response(
+    status: int, message: str, param: str | None = None, code: str | None = None
+) -> JSONResponse:
+    return JSONResponse(error_body(status, message, param, code), status_code=status)
+
+
+def in_band_error(exc: APIError | EngineError) -> dict[str, Any]:
+    """The error body for an error that happens after a stream's 200 status was sent."""
+    if isinstance(exc, APIError):
+        return error_body(exc.status, exc.message, exc.param, exc.code)
+    return error_body(400, str(exc), exc.param, "invalid_request")
+
+
+def _field_path(loc: tuple[Any, ...]) -> str:
+    """('messages', 0, 'user', 'content') → 'messages[0].content' (dropping union tags)."""
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif isinstance(part, str) and (part[:1].isupper() or "[" in part or part in _ROLE_TAGS):
+            continue  # pydantic's name for the union member or tagged variant it tried
+        else:
+            path += f".{part}" if path else str(part)
+    return path
+
+
+_ROLE_TAGS = {
+    "system",
+    "developer",
+    "user",
+    "assistant",
+    "tool",
+    "function",
+    "text",
+    "image_url",
+    "refusal",
+    "str",
+    "list",
+    "int",
+    "float",
+    "bool",
+    "dict",
+}
+
+
+def validation_error(exc: ValidationError) -> APIError:
+    first = exc.errors()[0]
+    param = _field_path(tuple(first["loc"])) or None
+    detail = first["msg"]
+    if first["type"] == "missing":
+        message = f"Missing required parameter: '{param}'."
+    else:
+        message = f"Invalid value for '{param}': {detail}." if param else f"{detail}."
+    extra = len(exc.errors()) - 1
+    if extra:
+        message += f" ({extra} more problem{'s' if extra > 1 else ''} in the request)"
+    return APIError(400, message, param=param, code="invalid_value")
+
+
+def parse_json(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise APIError(
+            400,
+            f"We could not parse the JSON body of your request: {exc}. "
+            "Send a valid JSON object with Content-Type: application/json.",
+            code="invalid_json",
+        ) from exc
+
+
+async def handle_api_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, APIError)
+    return error_response(exc.status, exc.message, exc.param, exc.code)
+
+
+async def handle_engine_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, EngineError)
+    return error_response(400, str(exc), exc.param, "invalid_request")
+
+
+async def handle_http_exception(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        message = f"Invalid URL ({request.method} {request.url.path}): no such route."
+        return error_response(404, message, code="unknown_url")
+    if exc.status_code == 405:
+        message = f"Method {request.method} is not allowed for {request.url.path}."
+        response = error_response(405, message, code="method_not_allowed")
+        if exc.headers:
+            response.headers.update(exc.headers)
+        return response
+    return error_response(exc.status_code, str(exc.detail))
+
+
+async def handle_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    logger.exception("unhandled error on %s %s", request.method, request.url.path)
+    return error_response(
+        500, "The server had an error while processing your request.", code="internal_error"
+    )
+
+
+EXCEPTION_HANDLERS = {
+    APIError: handle_api_error,
+    EngineError: handle_engine_error,
+    HTTPException: handle_http_exception,
+    Exception: handle_unexpected,
+}

@@ -1,0 +1,148 @@
+"""The `llamaserve` command line."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .catalog import CatalogError, load_catalog, resolve
+from .engine import LoadOptions
+from .hub import ModelFilesError, locate
+from .manager import ModelLoadError, ModelManager
+from .settings import Settings
+
+RUN_EXAMPLES = """
+\b
+Examples:
+  llamaserve run smollm2                      # the bundled tiny model
+  llamaserve run smollm2 --alias gpt-4o-mini  # answer to another model name
+  llamaserve run ./models/qwen2.5-0.5b-instruct-q4_k_m.gguf --ctx 8192 --port 9000
+\b
+Then, from any OpenAI client:
+  curl http://127.0.0.1:8000/v1/chat/completions -H 'Content-Type: application/json' \\
+    -d '{"model":"smollm2","messages":[{"role":"user","content":"Say this is a test"}]}'
+"""
+
+
+@click.group(
+    epilog="""
+\b
+Examples:
+  llamaserve run smollm2       # serve the bundled tiny model on http://127.0.0.1:8000/v1/
+  llamaserve run --help        # every option of `run`
+"""
+)
+@click.version_option(__version__, prog_name="llamaserve")
+def main() -> None:
+    """Serve GGUF models through llama.cpp behind the OpenAI HTTP API."""
+
+
+@main.command(epilog=RUN_EXAMPLES)
+@click.argument("model")
+@click.option("--host", default=None, help="Address to bind.  [default: 127.0.0.1]")
+@click.option("--port", type=int, default=None, help="Port to listen on.  [default: 8000]")
+@click.option(
+    "--alias",
+    default=None,
+    help="Model id in the API.  [default: the catalog name, else the file stem]",
+)
+@click.option(
+    "--ctx",
+    type=click.IntRange(min=16),
+    default=None,
+    help="Context size in tokens (default: the catalog's, else the model's, max 4096).",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=None,
+    help="CPU threads for llama.cpp.  [default: physical cores]",
+)
+@click.option(
+    "--gpu-layers",
+    type=click.IntRange(min=-1),
+    default=None,
+    help="Layers to offload to the GPU; -1 = all.  [default: 0]",
+)
+@click.option(
+    "--catalog",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="A models.yaml to use instead of the bundled catalog.",
+)
+@click.option("--verbose", is_flag=True, default=False, help="Log llama.cpp and every request.")
+def run(
+    model: str,
+    host: str | None,
+    port: int | None,
+    alias: str | None,
+    ctx: int | None,
+    threads: int | None,
+    gpu_layers: int | None,
+    catalog: Path | None,
+    verbose: bool,
+) -> None:
+    """Load MODEL, keep it resident and serve it over the OpenAI API.
+
+    MODEL is a path to a .gguf file or a name from the catalog (models.yaml), such as smollm2.
+    """
+    flags = {
+        "host": host,
+        "port": port,
+        "ctx": ctx,
+        "threads": threads,
+        "gpu_layers": gpu_layers,
+        "catalog": catalog,
+        "verbose": verbose or None,
+    }
+    # Flags given on the command line win over LLAMASERVE_* variables, which win over defaults.
+    settings = Settings(**{k: v for k, v in flags.items() if v is not None})
+    logging.basicConfig(
+        level=logging.DEBUG if settings.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        spec = resolve(model, load_catalog(settings.catalog)).with_alias(alias)
+        files = locate(spec)
+    except (CatalogError, ModelFilesError) as exc:
+        raise click.ClickException(str(exc)) from exc
+
+    manager = ModelManager()
+    manager.add(
+        spec,
+        files,
+        LoadOptions(
+            n_ctx=settings.ctx or spec.context,
+            n_threads=settings.threads,
+            n_gpu_layers=settings.gpu_layers,
+            chat_format=spec.chat_format,
+            verbose=settings.verbose,
+        ),
+    )
+    try:
+        manager.load_all()
+    except ModelLoadError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+    import uvicorn
+
+    from .server import create_app
+
+    app = create_app(manager, settings)
+    click.echo(f"serving {spec.id} at http://{settings.host}:{settings.port}/v1/", err=True)
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level="info" if settings.verbose else "warning",
+        timeout_graceful_shutdown=5,
+    )
+    manager.close()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,112 @@
+"""The app factory: routes, middleware, lifespan and /health."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .api.chat import create_chat_completion
+from .api.completions import create_completion
+from .api.errors import EXCEPTION_HANDLERS, error_body
+from .api.models import list_models, retrieve_model
+from .manager import ModelManager
+from .settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class BodyLimitMiddleware:
+    """413 for request bodies over the limit: by Content-Length when given, else by counting
+    the chunks as they arrive (chunked uploads)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._reject(scope, receive, send)
+            return
+        received = 0
+        response_started = False
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise BodyTooLarge()
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except BodyTooLarge:
+            if not response_started:
+                await self._reject(scope, receive, send)
+
+    async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:
+        message = f"The request body is larger than this server accepts ({self.max_bytes} bytes)."
+        response = JSONResponse(error_body(413, message, None, "request_too_large"), 413)
+        await response(scope, receive, send)
+
+
+async def health(request: Request) -> Response:
+    manager: ModelManager = request.app.state.manager
+    models = [{"id": m.spec.id, "loaded": m.engine is not None} for m in manager.models]
+    ready = all(m["loaded"] for m in models)
+    return JSONResponse(
+        {"status": "ok" if ready else "loading", "models": models},
+        status_code=200 if ready else 503,
+    )
+
+
+def _routes() -> list[Route]:
+    routes = []
+    for path, endpoint, methods in [
+        ("/v1/chat/completions", create_chat_completion, ["POST"]),
+        ("/v1/completions", create_completion, ["POST"]),
+        ("/v1/models", list_models, ["GET"]),
+        ("/v1/models/{model:path}", retrieve_model, ["GET"]),
+    ]:
+        # The seed clients use base_url=".../v1/": answer both spellings without a redirect.
+        routes.append(Route(path, endpoint, methods=methods))
+        if not path.endswith("}"):
+            routes.append(Route(path + "/", endpoint, methods=methods))
+    routes.append(Route("/health", health, methods=["GET"]))
+    return routes
+
+
+def create_app(manager: ModelManager, settings: Settings) -> Starlette:
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        manager.close()
+
+    app = Starlette(routes=_routes(), exception_handlers=EXCEPTION_HANDLERS, lifespan=lifespan)
+    app.router.redirect_slashes = False
+    app.state.manager = manager
+    app.state.settings = settings
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    return app
