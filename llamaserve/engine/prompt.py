@@ -6,6 +6,7 @@ module only chooses which one and turns template failures into client errors.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +31,33 @@ NAMED_FORMATS = {
 }
 
 
+# For templates that know nothing of tools: the Hermes/Qwen convention, which the tool-call
+# parser reads back (tools.py).
+TOOL_SYSTEM_PROMPT = """You may call one or more functions to assist with the user query.
+
+You are provided with function signatures within <tools></tools> XML tags:
+<tools>
+{tools}
+</tools>
+
+For each function call, return a json object with function name and arguments within \
+<tool_call></tool_call> XML tags:
+<tool_call>
+{{"name": <function-name>, "arguments": <args-json-object>}}
+</tool_call>"""
+
+
+def with_tool_instructions(
+    messages: list[dict[str, Any]], tools: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    listing = "\n".join(json.dumps(tool, ensure_ascii=False) for tool in tools)
+    instructions = TOOL_SYSTEM_PROMPT.format(tools=listing)
+    if messages and messages[0]["role"] == "system":
+        first = {**messages[0], "content": f"{messages[0]['content']}\n\n{instructions}"}
+        return [first, *messages[1:]]
+    return [{"role": "system", "content": instructions}, *messages]
+
+
 @dataclass(frozen=True)
 class RenderedPrompt:
     text: str
@@ -47,12 +75,14 @@ class ChatPrompter:
                 raise ValueError(f"unknown chat_format '{chat_format}' (known: {known})")
             self._formatter: Any = NAMED_FORMATS[chat_format]
             self.source = chat_format
+            self.knows_tools = False
             return
         template = llama.metadata.get("tokenizer.chat_template")
         if template is None:
             # The same fallback llama-cpp-python uses for a GGUF without a template.
             self._formatter = NAMED_FORMATS["llama-2"]
             self.source = "llama-2 (the GGUF has no chat template)"
+            self.knows_tools = False
             return
         model = llama._model
 
@@ -65,10 +95,17 @@ class ChatPrompter:
             bos_token=token_text(llama.token_bos()),
         )
         self.source = "the GGUF's chat template"
+        self.knows_tools = "tools" in template
 
-    def render(self, messages: list[dict[str, Any]]) -> RenderedPrompt:
+    def render(
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None
+    ) -> RenderedPrompt:
+        """The prompt for `messages`; `tools` go to templates that render them, and into a
+        system prompt for templates that do not."""
+        if tools and not self.knows_tools:
+            messages, tools = with_tool_instructions(messages, tools), None
         try:
-            result = self._formatter(messages=messages)
+            result = self._formatter(messages=messages, tools=tools)
         except (jinja2.TemplateError, ValueError, TypeError, KeyError) as exc:
             # Templates reject conversations they cannot express ("roles must alternate"...).
             raise EngineError(

@@ -19,9 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import llama_cpp
+import numpy as np
 from llama_cpp import Llama
+from llama_cpp._internals import LlamaSampler
 
 from .prompt import ChatPrompter
+from .sampling import LogprobReader, build_sampler
 from .stops import StopMatcher
 from .types import (
     EngineError,
@@ -30,6 +33,7 @@ from .types import (
     GenerationRequest,
     PromptTooLongError,
     TextDelta,
+    TokenLogprob,
 )
 
 logger = logging.getLogger(__name__)
@@ -81,6 +85,10 @@ class SerialEngine:
     def n_ctx(self) -> int:
         return self.llama.n_ctx()
 
+    @property
+    def n_vocab(self) -> int:
+        return self.llama.n_vocab()
+
     def close(self) -> None:
         self._worker.shutdown(wait=True, cancel_futures=True)
         self.llama.close()
@@ -120,25 +128,43 @@ class SerialEngine:
             cancelled.set()
 
     def _prompt_tokens(self, request: GenerationRequest) -> tuple[list[int], list[str]]:
+        llama = self.llama
         if request.messages is not None:
-            rendered = self.prompter.render(request.messages)
-            tokens = self.llama.tokenize(
+            rendered = self.prompter.render(request.messages, request.tools)
+            tokens = llama.tokenize(
                 rendered.text.encode("utf-8"), add_bos=rendered.add_bos, special=True
             )
             return tokens, rendered.stop
         prompt = request.prompt
         if isinstance(prompt, list):
-            n_vocab = self.llama.n_vocab()
+            n_vocab = llama.n_vocab()
             bad = next((t for t in prompt if not 0 <= t < n_vocab), None)
             if bad is not None:
                 raise EngineError(
                     f"token id {bad} is outside the model's vocabulary (0..{n_vocab - 1})",
                     param="prompt",
                 )
-            return list(prompt), []
-        text = prompt or ""
-        add_bos = self.llama._model.add_bos_token()
-        return self.llama.tokenize(text.encode("utf-8"), add_bos=add_bos, special=False), []
+            tokens = list(prompt)
+        else:
+            add_bos = llama._model.add_bos_token()
+            tokens = llama.tokenize((prompt or "").encode("utf-8"), add_bos=add_bos, special=False)
+        if request.suffix is not None:
+            tokens = self._infill(tokens, request.suffix)
+        return tokens, []
+
+    def _infill(self, prefix: list[int], suffix: str) -> list[int]:
+        """Fill-in-the-middle prompt in llama.cpp's prefix-suffix-middle order."""
+        vocab = self.llama._model.vocab
+        fim = [llama_cpp.llama_vocab_fim_pre(vocab), llama_cpp.llama_vocab_fim_suf(vocab),
+               llama_cpp.llama_vocab_fim_mid(vocab)]
+        if -1 in fim:
+            raise EngineError(
+                "this model has no fill-in-the-middle tokens, so 'suffix' cannot be used",
+                param="suffix",
+            )
+        pre, suf, mid = fim
+        suffix_tokens = self.llama.tokenize(suffix.encode("utf-8"), add_bos=False, special=False)
+        return [pre, *prefix, suf, *suffix_tokens, mid]
 
     def _check_fits(self, n_prompt: int, max_tokens: int | None) -> None:
         n_ctx = self.n_ctx
@@ -158,6 +184,39 @@ class SerialEngine:
                 param="max_tokens",
             )
 
+    def _decode(self, tokens: list[int], all_logits: bool = False) -> list[np.ndarray]:
+        """Evaluate tokens after what the context holds, in n_batch chunks. With all_logits,
+        returns each position's logits (for the prompt's logprobs)."""
+        llama = self.llama
+        rows: list[np.ndarray] = []
+        for start in range(0, len(tokens), llama.n_batch):
+            chunk = tokens[start : start + llama.n_batch]
+            n_past = llama.n_tokens
+            llama._batch.set_batch(batch=chunk, n_past=n_past, logits_all=all_logits)
+            llama._ctx.decode(llama._batch)
+            llama.input_ids[n_past : n_past + len(chunk)] = chunk
+            llama.n_tokens += len(chunk)
+            if all_logits:
+                logits = np.ctypeslib.as_array(
+                    llama._ctx.get_logits(), shape=(len(chunk), llama.n_vocab())
+                )
+                rows.extend(logits.copy())
+        return rows
+
+    def _reuse_prefix(self, tokens: list[int]) -> int:
+        """Keep the KV cells of the longest prefix the context already holds (multi-turn
+        chats re-send the whole conversation); returns how many prompt tokens are cached."""
+        llama = self.llama
+        cached = llama.input_ids[: llama.n_tokens]
+        limit = min(len(cached), len(tokens) - 1)  # at least one token must be decoded
+        same = cached[:limit] == np.asarray(tokens[:limit], dtype=cached.dtype)
+        common = limit if same.all() else int(np.argmin(same))
+        if not llama._ctx.kv_cache_seq_rm(-1, common, -1):
+            llama._ctx.kv_cache_seq_rm(-1, 0, -1)
+            common = 0
+        llama.n_tokens = common
+        return common
+
     def _run(
         self,
         request: GenerationRequest,
@@ -172,46 +231,83 @@ class SerialEngine:
         limit = self.n_ctx - len(tokens)
         if request.max_tokens is not None:
             limit = min(limit, request.max_tokens)
+        sampler = build_sampler(llama, request.sampling, request.grammar, tokens)
+        try:
+            self._generate(request, tokens, template_stops, limit, sampler, emit, cancelled)
+        finally:
+            sampler.close()
 
-        sampling = request.sampling
-        llama.set_seed(sampling.seed if sampling.seed is not None else llama_cpp.LLAMA_DEFAULT_SEED)
+    def _generate(
+        self,
+        request: GenerationRequest,
+        tokens: list[int],
+        template_stops: list[str],
+        limit: int,
+        sampler: LlamaSampler,
+        emit: Callable[[Event | BaseException], None],
+        cancelled: threading.Event,
+    ) -> None:
+        llama = self.llama
+        reader = LogprobReader(llama, request.logprobs or 0)
+        want_logprobs = request.logprobs is not None
+        started = time.perf_counter()
+        if request.echo:
+            self._echo(tokens, want_logprobs, reader, emit)
+        else:
+            cached = self._reuse_prefix(tokens)
+            self._decode(tokens[cached:])
+
         stops = StopMatcher([*request.stop, *template_stops])
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        started = time.perf_counter()
         generated = 0
+        logprob_sum = 0.0
         reason = "length"
-        generator = llama.generate(
-            tokens,
-            temp=sampling.temperature,
-            top_p=sampling.top_p,
-            top_k=sampling.top_k,
-            min_p=sampling.min_p,
-            repeat_penalty=sampling.repeat_penalty,
-            frequency_penalty=sampling.frequency_penalty,
-            presence_penalty=sampling.presence_penalty,
-        )
-        try:
-            for token in generator:
-                if cancelled.is_set():
-                    logger.info("generation cancelled after %d tokens", generated)
-                    return
-                if self._eog(self._vocab, token):
-                    reason = "stop"
-                    break
-                generated += 1
-                text = stops.feed(decoder.decode(llama.detokenize([token])))
-                if text:
-                    emit(TextDelta(text))
-                if stops.stopped:
-                    reason = "stop"
-                    break
-                if generated >= limit:
-                    break
-        finally:
-            generator.close()
+        while generated < limit:
+            if cancelled.is_set():
+                logger.info("generation cancelled after %d tokens", generated)
+                return
+            token = sampler.sample(llama._ctx, -1)
+            if self._eog(self._vocab, token):
+                reason = "stop"
+                break
+            generated += 1
+            logprobs = None
+            if want_logprobs:
+                entry = reader.read(reader.last_row(), token)
+                logprob_sum += entry.logprob or 0.0
+                logprobs = [entry]
+            text = stops.feed(decoder.decode(llama.detokenize([token])))
+            if text or logprobs:
+                emit(TextDelta(text, logprobs))
+            if stops.stopped:
+                reason = "stop"
+                break
+            if generated < limit:
+                self._decode([token])
         tail = stops.feed(decoder.decode(b"", final=True)) + stops.flush()
         if tail:
             emit(TextDelta(tail))
         elapsed = time.perf_counter() - started
         logger.debug("%d prompt + %d completion tokens in %.2fs", len(tokens), generated, elapsed)
-        emit(Finished(reason=reason, prompt_tokens=len(tokens), completion_tokens=generated))
+        emit(Finished(reason, len(tokens), generated, logprob_sum))
+
+    def _echo(
+        self,
+        tokens: list[int],
+        want_logprobs: bool,
+        reader: LogprobReader,
+        emit: Callable[[Event | BaseException], None],
+    ) -> None:
+        """Decode the whole prompt and emit it as text, with each token's logprob given the
+        tokens before it (the first has none)."""
+        llama = self.llama
+        llama._ctx.kv_cache_seq_rm(-1, 0, -1)
+        llama.n_tokens = 0
+        rows = self._decode(tokens, all_logits=want_logprobs)
+        text = llama.detokenize(tokens).decode("utf-8", errors="replace")
+        logprobs = None
+        if want_logprobs:
+            first_text, first_bytes = reader.piece(tokens[0])
+            logprobs = [TokenLogprob(first_text, first_bytes, None)]
+            logprobs += [reader.read(rows[i - 1], tokens[i]) for i in range(1, len(tokens))]
+        emit(TextDelta(text, logprobs, echo=True))

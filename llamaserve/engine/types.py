@@ -32,10 +32,15 @@ class SamplingParams:
     top_p: float = 1.0
     top_k: int = 40
     min_p: float = 0.05
+    typical_p: float = 1.0
     repeat_penalty: float = 1.0
     frequency_penalty: float = 0.0
     presence_penalty: float = 0.0
     seed: int | None = None
+    mirostat_mode: int = 0
+    mirostat_tau: float = 5.0
+    mirostat_eta: float = 0.1
+    logit_bias: dict[int, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -44,15 +49,30 @@ class GenerationRequest:
     `prompt` (text or token ids)."""
 
     messages: list[dict[str, Any]] | None = None
+    tools: list[dict[str, Any]] | None = None  # given to the chat template
     prompt: str | list[int] | None = None
+    suffix: str | None = None  # fill-in-the-middle: generate what goes between prompt and suffix
     max_tokens: int | None = None  # None: until the model stops or the context is full
     stop: list[str] = field(default_factory=list)
     sampling: SamplingParams = field(default_factory=SamplingParams)
+    grammar: str | None = None  # GBNF the output must match
+    logprobs: int | None = None  # None: off; k: the chosen token's logprob and the top k
+    echo: bool = False  # emit the prompt first (with its logprobs when asked)
+
+
+@dataclass
+class TokenLogprob:
+    token: str
+    bytes: bytes
+    logprob: float | None  # None for the first prompt token, which has no context
+    top: list[tuple[str, bytes, float]] = field(default_factory=list)
 
 
 @dataclass
 class TextDelta:
     text: str
+    logprobs: list[TokenLogprob] | None = None
+    echo: bool = False  # this is the prompt, echoed
 
 
 @dataclass
@@ -60,6 +80,7 @@ class Finished:
     reason: FinishReason
     prompt_tokens: int
     completion_tokens: int
+    logprob_sum: float = 0.0  # of the generated tokens, when logprobs were asked for
 
 
 Event = TextDelta | Finished
