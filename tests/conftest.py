@@ -118,3 +118,13 @@ def assert_openai_error(response: httpx.Response, status: int) -> dict:
     assert set(error) == {"message", "type", "param", "code"}, error
     assert isinstance(error["message"], str) and error["message"]
     return error
+
+
+@pytest.fixture(scope="session")
+def tokenizer(smollm2_path: Path):
+    """SmolLM2's own tokenizer (vocabulary only, no weights), to check token ids and counts."""
+    from llama_cpp import Llama
+
+    vocab = Llama(str(smollm2_path), vocab_only=True, verbose=False)
+    yield vocab
+    vocab.close()

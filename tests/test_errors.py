@@ -100,11 +100,6 @@ def test_prompt_plus_max_tokens_over_context_is_400(http: httpx.Client) -> None:
     assert error["param"] == "max_tokens"
 
 
-def test_unsupported_field_is_refused_not_ignored(http: httpx.Client) -> None:
-    error = assert_openai_error(http.post(CHAT, json={**GOOD, "n": 2}), 400)
-    assert error["param"] == "n"
-
-
 def test_seed_request_with_empty_functions_is_accepted(http: httpx.Client) -> None:
     response = http.post(CHAT, json={**GOOD, "functions": []})
     assert response.status_code == 200, response.text

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from ..engine import EngineError, Finished, GenerationRequest, TextDelta
+from ..engine import EngineError, Event, Finished, GenerationRequest, TextDelta
+from ..engine.types import TokenLogprob
 from ..manager import ResidentModel
 from .errors import APIError, in_band_error
 from .generation import (
@@ -16,137 +20,173 @@ from .generation import (
     now,
     open_generation,
     parse_request,
-    reject_unsupported,
     sampling_params,
     sse_response,
     stop_list,
 )
-from .schemas import Completion, CompletionChoice, CompletionRequest, Usage
+from .schemas import Completion, CompletionChoice, CompletionLogprobs, CompletionRequest, Usage
+
+logger = logging.getLogger(__name__)
 
 
 def prompts_of(body: CompletionRequest) -> list[str | list[int]]:
     """The four prompt forms (a string, strings, token ids, lists of token ids) as a list of
-    prompts, one choice each."""
+    prompts, each with its own choices."""
     prompt = body.prompt
     if isinstance(prompt, str):
         return [prompt]
     if prompt and isinstance(prompt[0], int):
         return [prompt]  # type: ignore[list-item]
     if not prompt:
-        raise APIError(
-            400, "'prompt' must not be an empty list.", param="prompt", code="invalid_value"
-        )
+        raise APIError(400, "'prompt' must not be an empty list.", param="prompt",
+                       code="invalid_value")
     return list(prompt)  # type: ignore[arg-type]
+
+
+@dataclass
+class ChoiceText:
+    """One choice being built: its text and, when asked, OpenAI's legacy logprobs lists."""
+
+    with_logprobs: bool
+    text: list[str] = field(default_factory=list)
+    offset: int = 0  # characters of token text so far, for text_offset
+    finished: Finished | None = None
+    logprobs: CompletionLogprobs = field(default_factory=lambda: CompletionLogprobs(
+        tokens=[], token_logprobs=[], top_logprobs=[], text_offset=[]))
+
+    def add(self, event: TextDelta) -> CompletionLogprobs | None:
+        """Record a delta; returns the logprobs of just this delta (for a stream chunk)."""
+        self.text.append(event.text)
+        if not self.with_logprobs or not event.logprobs:
+            return None
+        piece = CompletionLogprobs(tokens=[], token_logprobs=[], top_logprobs=[],
+                                   text_offset=[])
+        for entry in event.logprobs:
+            _append(piece, entry, self.offset)
+            _append(self.logprobs, entry, self.offset)
+            self.offset += len(entry.token)
+        return piece
+
+    @property
+    def mean_logprob(self) -> float:
+        assert self.finished is not None
+        return self.finished.logprob_sum / max(1, self.finished.completion_tokens)
+
+
+def _append(target: CompletionLogprobs, entry: TokenLogprob, offset: int) -> None:
+    target.tokens.append(entry.token)
+    target.token_logprobs.append(entry.logprob)
+    target.top_logprobs.append({text: lp for text, _, lp in entry.top} if entry.top or
+                               entry.logprob is not None else None)
+    target.text_offset.append(offset)
 
 
 async def create_completion(request: Request) -> Response:
     body = await parse_request(request, CompletionRequest)
-    reject_unsupported(
-        {
-            "n": (body.n or 1) > 1,
-            "best_of": (body.best_of or 1) > 1,
-            "echo": body.echo,
-            "logprobs": body.logprobs is not None,
-            "logit_bias": body.logit_bias,
-            "suffix": body.suffix is not None,
-        }
-    )
+    if body.user:
+        logger.info("completion for user %r on model %r", body.user, body.model)
+    n = body.n or 1
+    best_of = body.best_of or n
+    if best_of < n:
+        raise APIError(400, "'best_of' must be at least 'n'.", param="best_of",
+                       code="invalid_value")
+    if best_of > n and body.stream:
+        raise APIError(400, "'best_of' greater than 'n' cannot be streamed: the best choices "
+                       "are known only at the end.", param="best_of", code="invalid_value")
     prompts = prompts_of(body)
     manager = request.app.state.manager
+    # best_of ranks candidates by mean token logprob, so it needs them even if not returned
+    engine_logprobs = body.logprobs if body.logprobs is not None else (
+        0 if best_of > n else None)
 
-    async def start(prompt: str | list[int]) -> AsyncIterator:
+    async def start(prompt: str | list[int], candidate: int) -> AsyncIterator[Event]:
         def build(model: ResidentModel) -> GenerationRequest:
             return GenerationRequest(
                 prompt=prompt,
+                suffix=body.suffix,
                 max_tokens=body.max_tokens,
                 stop=stop_list(body.stop),
-                sampling=sampling_params(body, model),
+                sampling=sampling_params(body, model, choice=candidate),
+                grammar=body.grammar,
+                logprobs=engine_logprobs,
+                echo=bool(body.echo),
             )
 
         _, events = await open_generation(manager, body.model, build)
         return events
 
+    first = await start(prompts[0], 0)  # errors before anything is sent become 4xx answers
+    runs = [(p, prompt, c) for p, prompt in enumerate(prompts) for c in range(best_of)]
+
+    async def events_of(run: int) -> AsyncIterator[Event]:
+        _, prompt, candidate = runs[run]
+        return first if run == 0 else await start(prompt, candidate)
+
     completion_id, created = new_id("cmpl"), now()
-    first_events = await start(prompts[0])
 
     def make(choices: list[CompletionChoice], usage: Usage | None = None) -> Completion:
-        fields = {
-            "id": completion_id,
-            "created": created,
-            "model": body.model,
-            "system_fingerprint": SYSTEM_FINGERPRINT,
-            "choices": choices,
-            "object": "text_completion",
-        }
-        if usage is not None or not body.stream:
+        fields: dict[str, Any] = {"id": completion_id, "object": "text_completion",
+                                  "created": created, "model": body.model,
+                                  "system_fingerprint": SYSTEM_FINGERPRINT, "choices": choices}
+        if usage is not None:
             fields["usage"] = usage
         return Completion(**fields)
 
+    with_logprobs = body.logprobs is not None
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
 
-        async def chunks() -> AsyncIterator[Completion | dict]:
-            prompt_tokens = completion_tokens = 0
-            for index, prompt in enumerate(prompts):
+        async def chunks() -> AsyncIterator[Completion | dict[str, Any]]:
+            done: list[Finished] = []
+            for run in range(len(runs)):  # best_of == n here: every run is a choice
+                choice = ChoiceText(with_logprobs)
                 try:
-                    events = first_events if index == 0 else await start(prompt)
+                    events = await events_of(run)
+                    async for event in events:
+                        if isinstance(event, TextDelta):
+                            piece = choice.add(event)
+                            yield make([CompletionChoice(index=run, text=event.text,
+                                                         logprobs=piece, finish_reason=None)])
+                        else:
+                            done.append(event)
+                            yield make([CompletionChoice(index=run, text="", logprobs=None,
+                                                         finish_reason=event.reason)])
                 except (APIError, EngineError) as exc:
                     # Headers are gone: report in-band, as OpenAI does for mid-stream errors.
                     yield in_band_error(exc)
                     return
-                async for event in events:
-                    if isinstance(event, TextDelta):
-                        yield make(
-                            [
-                                CompletionChoice(
-                                    index=index, text=event.text, logprobs=None, finish_reason=None
-                                )
-                            ]
-                        )
-                    else:
-                        prompt_tokens += event.prompt_tokens
-                        completion_tokens += event.completion_tokens
-                        yield make(
-                            [
-                                CompletionChoice(
-                                    index=index, text="", logprobs=None, finish_reason=event.reason
-                                )
-                            ]
-                        )
             if include_usage:
-                yield make(
-                    [],
-                    Usage(
-                        prompt_tokens=prompt_tokens,
-                        completion_tokens=completion_tokens,
-                        total_tokens=prompt_tokens + completion_tokens,
-                    ),
-                )
+                yield make([], _usage(done))
 
         return sse_response(chunks())
 
-    choices: list[CompletionChoice] = []
-    prompt_tokens = completion_tokens = 0
-    for index, prompt in enumerate(prompts):
-        events = first_events if index == 0 else await start(prompt)
-        parts: list[str] = []
-        finished: Finished | None = None
-        async for event in events:
+    per_prompt: list[list[ChoiceText]] = [[] for _ in prompts]
+    for run, (p, _, _) in enumerate(runs):
+        choice = ChoiceText(with_logprobs)
+        async for event in await events_of(run):
             if isinstance(event, TextDelta):
-                parts.append(event.text)
+                choice.add(event)
             else:
-                finished = event
-        assert finished is not None
-        prompt_tokens += finished.prompt_tokens
-        completion_tokens += finished.completion_tokens
-        choices.append(
-            CompletionChoice(
-                index=index, text="".join(parts), logprobs=None, finish_reason=finished.reason
-            )
-        )
-    usage = Usage(
-        prompt_tokens=prompt_tokens,
-        completion_tokens=completion_tokens,
-        total_tokens=prompt_tokens + completion_tokens,
-    )
-    return JSONResponse(make(choices, usage).model_dump())
+                choice.finished = event
+        per_prompt[p].append(choice)
+    choices: list[CompletionChoice] = []
+    finished: list[Finished] = []
+    for candidates in per_prompt:
+        finished.extend(c.finished for c in candidates if c.finished is not None)
+        if best_of > n:
+            candidates = sorted(candidates, key=lambda c: c.mean_logprob, reverse=True)[:n]
+        for choice in candidates:
+            assert choice.finished is not None
+            choices.append(CompletionChoice(
+                index=len(choices), text="".join(choice.text),
+                logprobs=choice.logprobs if with_logprobs else None,
+                finish_reason=choice.finished.reason,
+            ))
+    return JSONResponse(make(choices, _usage(finished)).model_dump())
+
+
+def _usage(finished: list[Finished]) -> Usage:
+    prompt = sum(f.prompt_tokens for f in finished)
+    completion = sum(f.completion_tokens for f in finished)
+    return Usage(prompt_tokens=prompt, completion_tokens=completion,
+                 total_tokens=prompt + completion)

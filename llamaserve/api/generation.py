@@ -42,39 +42,58 @@ def now() -> int:
     return int(time.time())
 
 
-def reject_unsupported(fields: dict[str, Any]) -> None:
-    """400 for request fields this server does not honour yet, rather than ignoring them."""
-    for name, value in fields.items():
-        if value:
-            raise APIError(
-                400,
-                f"'{name}' is not supported by this server yet; leave it out of the request.",
-                param=name,
-                code="unsupported_parameter",
-            )
+def sampling_params(body: _Sampling, model: ResidentModel, choice: int = 0) -> SamplingParams:
+    """Request fields, else the catalog's defaults for the model, else OpenAI's defaults.
 
-
-def sampling_params(body: _Sampling, model: ResidentModel) -> SamplingParams:
-    """Request fields, else the catalog's defaults for the model, else OpenAI's defaults."""
+    Choice i of a request with a seed uses seed + i, so n choices differ from each other
+    while the whole answer stays reproducible.
+    """
     defaults = model.spec.defaults
     base = SamplingParams()
 
     def pick(name: str) -> Any:
-        value = getattr(body, name)
+        value = getattr(body, name, None)
         if value is None:
             value = getattr(defaults, name, None)
         return getattr(base, name) if value is None else value
 
+    assert model.engine is not None
     return SamplingParams(
         temperature=pick("temperature"),
         top_p=pick("top_p"),
         top_k=pick("top_k"),
         min_p=pick("min_p"),
+        typical_p=pick("typical_p"),
         repeat_penalty=pick("repeat_penalty"),
         frequency_penalty=pick("frequency_penalty"),
         presence_penalty=pick("presence_penalty"),
-        seed=body.seed,
+        seed=None if body.seed is None else body.seed + choice,
+        mirostat_mode=pick("mirostat_mode"),
+        mirostat_tau=pick("mirostat_tau"),
+        mirostat_eta=pick("mirostat_eta"),
+        logit_bias=token_bias(body.logit_bias, model.engine.n_vocab),
     )
+
+
+def token_bias(bias: dict[str, float] | None, n_vocab: int) -> dict[int, float]:
+    """OpenAI's logit_bias (token id strings → -100..100) as token ids, checked against the
+    vocabulary. -100 bans a token: llama.cpp gets -inf, as a bias of -100 may not suffice."""
+    result: dict[int, float] = {}
+    for key, value in (bias or {}).items():
+        try:
+            token = int(key)
+        except ValueError:
+            token = -1
+        if not 0 <= token < n_vocab:
+            raise APIError(
+                400,
+                f"Invalid key in 'logit_bias': '{key}' is not a token id of this model "
+                f"(0..{n_vocab - 1}).",
+                param="logit_bias",
+                code="invalid_value",
+            )
+        result[token] = float("-inf") if value <= -100 else float(value)
+    return result
 
 
 def stop_list(stop: str | list[str] | None) -> list[str]:
