@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import httpx
 import openai
 import pytest
 
-from .conftest import assert_openai_error
+from .conftest import assert_openai_error, start_server
 
 PROMPT = "Hello, my name is"
 NO_PENALTY = {"extra_body": {"repeat_penalty": 1.0}}
@@ -146,3 +150,38 @@ def test_grammar_on_completions(client: openai.OpenAI) -> None:
     text = complete(client, "The answer is", extra_body={"grammar": 'root ::= [0-9]+'},
                     max_tokens=5).choices[0].text
     assert text.isdigit()
+
+
+@pytest.fixture(scope="module")
+def fim_server(smollm2_path: Path, tmp_path_factory: pytest.TempPathFactory):
+    """SmolLM2 with three of its special tokens declared as fill-in-the-middle tokens, so the
+    suffix path runs on a real model (the tokens are real; the model was not trained on FIM)."""
+    tmp = tmp_path_factory.mktemp("fim")
+    weights = tmp / "smollm2-fim.gguf"
+    subprocess.run(
+        [sys.executable, "-m", "gguf.scripts.gguf_new_metadata", str(smollm2_path), str(weights),
+         "--special-token-by-id", "fim_pre", str(FIM_PRE), "--special-token-by-id", "fim_suf",
+         str(FIM_SUF), "--special-token-by-id", "fim_mid", str(FIM_MID), "--force"],
+        check=True, capture_output=True,
+    )
+    live = start_server([str(weights), "--ctx", "512"], tmp)
+    yield live
+    live.stop()
+
+
+FIM_PRE, FIM_SUF, FIM_MID = 4, 5, 6  # <reponame>, <file_sep>, <filename> in SmolLM2's vocab
+
+
+def test_suffix_builds_a_fill_in_the_middle_prompt(fim_server, tokenizer) -> None:
+    client = openai.OpenAI(base_url=fim_server.v1, api_key="IGNORED")
+    prefix, suffix = "def add(a, b):\n", "\n    return c\n"
+    result = client.completions.create(model="smollm2-fim", prompt=prefix, suffix=suffix,
+                                       max_tokens=8, temperature=0)
+    n_prefix = len(tokenizer.tokenize(prefix.encode(), add_bos=False))
+    n_suffix = len(tokenizer.tokenize(suffix.encode(), add_bos=False))
+    # <fim_pre> prefix <fim_suf> suffix <fim_mid>, then the middle is generated
+    assert result.usage.prompt_tokens == n_prefix + n_suffix + 3
+    assert result.choices[0].finish_reason in ("stop", "length")
+    without = client.completions.create(model="smollm2-fim", prompt=prefix, max_tokens=8,
+                                        temperature=0)
+    assert without.usage.prompt_tokens == n_prefix
