@@ -26,6 +26,7 @@ from .generation import (
     sampling_params,
     sse_response,
     stop_list,
+    usage_of,
 )
 from .schemas import (
     AssistantReply,
@@ -211,12 +212,6 @@ def _called(calls: list[ParsedToolCall]) -> list[CalledTool]:
     ]
 
 
-def _usage(finished: list[Finished]) -> Usage:
-    prompt = sum(f.prompt_tokens for f in finished)
-    completion = sum(f.completion_tokens for f in finished)
-    return Usage(prompt_tokens=prompt, completion_tokens=completion,
-                 total_tokens=prompt + completion)
-
 
 async def _fold(
     deltas: AsyncIterator[ChoiceDelta], completion_id: str, created: int, model: str, n: int,
@@ -252,7 +247,7 @@ async def _fold(
         choices.append(choice)
     completion = ChatCompletion(id=completion_id, object="chat.completion", created=created,
                                 model=model, system_fingerprint=SYSTEM_FINGERPRINT,
-                                choices=choices, usage=_usage(finished))
+                                choices=choices, usage=usage_of(finished))
     # exclude_unset: tool_calls/function_call appear only when the model called something
     return completion.model_dump(exclude_unset=True)
 
@@ -310,4 +305,4 @@ async def _chunks(
         yield in_band_error(exc)
         return
     if include_usage:
-        yield chunk(None, _usage(finished))
+        yield chunk(None, usage_of(finished))

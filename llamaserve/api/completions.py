@@ -23,6 +23,7 @@ from .generation import (
     sampling_params,
     sse_response,
     stop_list,
+    usage_of,
 )
 from .schemas import Completion, CompletionChoice, CompletionLogprobs, CompletionRequest, Usage
 
@@ -156,7 +157,7 @@ async def create_completion(request: Request) -> Response:
                     yield in_band_error(exc)
                     return
             if include_usage:
-                yield make([], _usage(done))
+                yield make([], usage_of(done))
 
         return sse_response(chunks())
 
@@ -182,11 +183,5 @@ async def create_completion(request: Request) -> Response:
                 logprobs=choice.logprobs if with_logprobs else None,
                 finish_reason=choice.finished.reason,
             ))
-    return JSONResponse(make(choices, _usage(finished)).model_dump())
+    return JSONResponse(make(choices, usage_of(finished)).model_dump())
 
-
-def _usage(finished: list[Finished]) -> Usage:
-    prompt = sum(f.prompt_tokens for f in finished)
-    completion = sum(f.completion_tokens for f in finished)
-    return Usage(prompt_tokens=prompt, completion_tokens=completion,
-                 total_tokens=prompt + completion)

@@ -15,10 +15,10 @@ from starlette.requests import Request
 from starlette.responses import StreamingResponse
 
 from .. import __version__
-from ..engine import Event, GenerationRequest, SamplingParams
+from ..engine import Event, Finished, GenerationRequest, SamplingParams
 from ..manager import ModelManager, ModelNotFoundError, ResidentModel
 from .errors import APIError, parse_json, validation_error
-from .schemas import _Sampling
+from .schemas import Usage, _Sampling
 
 SYSTEM_FINGERPRINT = f"fp_llamaserve_{__version__}"
 RequestT = TypeVar("RequestT", bound=BaseModel)
@@ -94,6 +94,14 @@ def token_bias(bias: dict[str, float] | None, n_vocab: int) -> dict[int, float]:
             )
         result[token] = float("-inf") if value <= -100 else float(value)
     return result
+
+
+def usage_of(finished: list[Finished]) -> Usage:
+    """Usage over every generation of a request (all choices, all prompts)."""
+    prompt = sum(f.prompt_tokens for f in finished)
+    completion = sum(f.completion_tokens for f in finished)
+    return Usage(prompt_tokens=prompt, completion_tokens=completion,
+                 total_tokens=prompt + completion)
 
 
 def stop_list(stop: str | list[str] | None) -> list[str]:
