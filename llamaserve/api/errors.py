@@ -107,7 +107,7 @@ def validation_error(exc: ValidationError) -> APIError:
 def parse_json(raw: bytes) -> Any:
     try:
         return json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise APIError(
             400,
             f"We could not parse the JSON body of your request: {exc}. "

@@ -1,0 +1,121 @@
+"""Generated request bodies against the live server: every answer is a well-formed OpenAI error
+or a valid success, never a 500, and the server keeps serving.
+
+CI runs a small number of examples per route; the full run is
+
+    LLAMASERVE_FUZZ_EXAMPLES=2000 pytest tests/test_fuzz.py
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import httpx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+EXAMPLES = int(os.environ.get("LLAMASERVE_FUZZ_EXAMPLES", "150"))
+FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=True,
+                suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                       HealthCheck.too_slow])
+
+scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(-(2**63), 2**63), st.floats(allow_nan=False),
+    st.text(max_size=40), st.sampled_from(["", "smollm2", "\u0000", "🦙" * 5, "data:,x"]),
+)
+anything = st.recursive(scalars, lambda inner: st.one_of(
+    st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)),
+    max_leaves=12)
+small_tokens = st.one_of(st.integers(-3, 6), st.just(10**12), anything)
+
+text_part = st.fixed_dictionaries({"type": st.just("text"), "text": st.text(max_size=30)})
+image_part = st.fixed_dictionaries({"type": st.just("image_url"), "image_url": st.one_of(
+    st.text(max_size=30), st.fixed_dictionaries({"url": st.sampled_from(
+        ["data:image/png;base64,@@@", "data:image/png;base64,iVBORw0KGgo=", "http://[::1",
+         "ftp://x", "not a url"])}))})
+message = st.fixed_dictionaries(
+    {"role": st.one_of(st.sampled_from(["system", "user", "assistant", "tool", "developer",
+                                        "function"]), anything),
+     "content": st.one_of(st.text(max_size=60), st.lists(st.one_of(text_part, image_part,
+                                                                    anything), max_size=3),
+                          anything)},
+    optional={"name": anything, "tool_call_id": anything, "tool_calls": anything},
+)
+sampling = {
+    "temperature": st.one_of(st.floats(-1, 3), anything), "top_p": anything,
+    "n": st.one_of(st.integers(-1, 3), anything), "stop": anything, "seed": anything,
+    "stream": st.booleans(), "logit_bias": anything, "presence_penalty": anything,
+    "frequency_penalty": anything, "user": anything, "top_k": anything, "min_p": anything,
+    "grammar": st.one_of(st.text(max_size=30), st.just('root ::= "a"')),
+    "stream_options": anything,
+}
+chat_bodies = st.fixed_dictionaries(
+    {"model": st.one_of(st.just("smollm2"), anything), "max_tokens": small_tokens},
+    optional={"messages": st.one_of(st.lists(message, max_size=3), anything),
+              "logprobs": anything, "top_logprobs": anything, "tools": anything,
+              "tool_choice": anything, "response_format": st.one_of(anything, st.just(
+                  {"type": "json_schema", "json_schema": {"schema": {"type": "integer"}}})),
+              "functions": anything, "function_call": anything, **sampling},
+)
+completion_bodies = st.fixed_dictionaries(
+    {"model": st.one_of(st.just("smollm2"), anything), "max_tokens": small_tokens},
+    optional={"prompt": st.one_of(st.text(max_size=40), st.lists(st.integers(-2, 60000),
+                                                                  max_size=5), anything),
+              "echo": anything, "logprobs": anything, "best_of": anything, "suffix": anything,
+              **sampling},
+)
+
+
+def check(http: httpx.Client, path: str, body: object) -> None:
+    raw = json.dumps(body).encode()
+    with http.stream("POST", path, content=raw,
+                     headers={"Content-Type": "application/json"}) as response:
+        payload = response.read()
+    assert response.status_code < 500, payload[:500]
+    if response.status_code >= 400:
+        error = json.loads(payload)["error"]
+        assert set(error) == {"message", "type", "param", "code"}
+        assert isinstance(error["message"], str) and error["message"]
+    elif response.headers["content-type"].startswith("text/event-stream"):
+        frames = [line for line in payload.decode().split("\n\n") if line]
+        assert frames[-1] == "data: [DONE]"
+        for frame in frames[:-1]:
+            json.loads(frame.removeprefix("data: "))
+    else:
+        assert json.loads(payload)["choices"] is not None
+
+
+@FUZZ
+@given(body=chat_bodies)
+def test_fuzz_chat_completions(http: httpx.Client, body: dict) -> None:
+    check(http, "/v1/chat/completions", body)
+
+
+@FUZZ
+@given(body=completion_bodies)
+def test_fuzz_completions(http: httpx.Client, body: dict) -> None:
+    check(http, "/v1/completions", body)
+
+
+@FUZZ
+@given(body=anything)
+def test_fuzz_any_json_on_every_route(http: httpx.Client, body: object) -> None:
+    for path in ("/v1/chat/completions", "/v1/completions"):
+        check(http, path, body)
+
+
+@pytest.mark.parametrize("raw", [b"", b"{", b"\xff\xfe", b"null", b"[]" * 1000, b'"x"',
+                                 b"{" * 5000 + b"}" * 5000, b"[" * 100000 + b"]" * 100000])
+def test_malformed_bodies(http: httpx.Client, raw: bytes) -> None:
+    for path in ("/v1/chat/completions", "/v1/completions"):
+        response = http.post(path, content=raw, headers={"Content-Type": "application/json"})
+        assert 400 <= response.status_code < 500
+        assert set(response.json()["error"]) == {"message", "type", "param", "code"}
+
+
+def test_server_still_answers_after_fuzzing(http: httpx.Client) -> None:
+    response = http.post("/v1/chat/completions", json={
+        "model": "smollm2", "max_tokens": 4, "messages": [{"role": "user", "content": "Hi"}]})
+    assert response.status_code == 200
