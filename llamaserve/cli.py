@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -13,7 +13,10 @@ from .catalog import CatalogError, load_catalog, resolve
 from .engine import LoadOptions
 from .hub import ModelFilesError, locate
 from .manager import ModelLoadError, ModelManager
+from .observability import configure_logging
 from .settings import Settings
+
+LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
 RUN_EXAMPLES = """
 \b
@@ -74,7 +77,18 @@ def main() -> None:
     default=None,
     help="A models.yaml to use instead of the bundled catalog.",
 )
-@click.option("--verbose", is_flag=True, default=False, help="Log llama.cpp and every request.")
+@click.option("--api-key", "api_keys", multiple=True,
+              help="Require 'Authorization: Bearer KEY' (repeatable; or LLAMASERVE_API_KEY).")
+@click.option("--api-key-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="A file of accepted API keys, one per line.")
+@click.option("--cors-origin", "cors_origins", multiple=True,
+              help="Allow browser clients from this origin (repeatable; '*' for any).")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default=None,
+              help="Log lines as text or one JSON object per line.  [default: text]")
+@click.option("--request-timeout", type=click.FloatRange(min=0), default=None,
+              help="Seconds a request may generate for; 0 = no limit.  [default: 600]")
+@click.option("--verbose", is_flag=True, default=False,
+              help="Debug logs, with llama.cpp's and uvicorn's own.")
 def run(
     model: str,
     host: str | None,
@@ -84,6 +98,11 @@ def run(
     threads: int | None,
     gpu_layers: int | None,
     catalog: Path | None,
+    api_keys: tuple[str, ...],
+    api_key_file: Path | None,
+    cors_origins: tuple[str, ...],
+    log_format: str | None,
+    request_timeout: float | None,
     verbose: bool,
 ) -> None:
     """Load MODEL, keep it resident and serve it over the OpenAI API.
@@ -97,14 +116,19 @@ def run(
         "threads": threads,
         "gpu_layers": gpu_layers,
         "catalog": catalog,
+        "api_keys": list(api_keys) or None,
+        "api_key_file": api_key_file,
+        "cors_origins": list(cors_origins) or None,
+        "log_format": log_format,
+        "request_timeout": request_timeout,
         "verbose": verbose or None,
     }
     # Flags given on the command line win over LLAMASERVE_* variables, which win over defaults.
     settings = Settings(**{k: v for k, v in flags.items() if v is not None})
-    logging.basicConfig(
-        level=logging.DEBUG if settings.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(settings.verbose, settings.log_format)
+    if not settings.keys() and settings.host not in LOOPBACK_HOSTS:
+        click.echo(f"warning: serving on {settings.host} without an API key: anyone who can "
+                   "reach this address can use the model. Pass --api-key KEY.", err=True)
     try:
         spec = resolve(model, load_catalog(settings.catalog)).with_alias(alias)
         files = locate(spec)
@@ -134,12 +158,18 @@ def run(
 
     app = create_app(manager, settings)
     click.echo(f"serving {spec.id} at http://{settings.host}:{settings.port}/v1/", err=True)
+    # uvicorn stops accepting on SIGINT/SIGTERM, lets running requests finish (up to the
+    # grace period), then raises the signal again for the previous handler: make that handler
+    # a no-op so we get here, free the models and exit 0 instead of dying by the signal.
+    for stop_signal in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop_signal, lambda *_: None)
     uvicorn.run(
         app,
         host=settings.host,
         port=settings.port,
         log_level="info" if settings.verbose else "warning",
-        timeout_graceful_shutdown=5,
+        access_log=False,  # ours (llamaserve.access) carries the model and token counts
+        timeout_graceful_shutdown=settings.shutdown_grace,
     )
     manager.close()
 

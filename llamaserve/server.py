@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -16,7 +17,9 @@ from .api.chat import create_chat_completion
 from .api.completions import create_completion
 from .api.errors import EXCEPTION_HANDLERS, error_body
 from .api.models import list_models, retrieve_model
+from .auth import APIKeyMiddleware
 from .manager import ModelManager
+from .observability import AccessLogMiddleware, Metrics
 from .settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -82,6 +85,11 @@ async def health(request: Request) -> Response:
     )
 
 
+async def metrics_text(request: Request) -> Response:
+    text = request.app.state.metrics.render(request.app.state.manager.models)
+    return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
 def _routes() -> list[Route]:
     routes = []
     for path, endpoint, methods in [
@@ -95,6 +103,7 @@ def _routes() -> list[Route]:
         if not path.endswith("}"):
             routes.append(Route(path + "/", endpoint, methods=methods))
     routes.append(Route("/health", health, methods=["GET"]))
+    routes.append(Route("/metrics", metrics_text, methods=["GET"]))
     return routes
 
 
@@ -108,5 +117,14 @@ def create_app(manager: ModelManager, settings: Settings) -> Starlette:
     app.router.redirect_slashes = False
     app.state.manager = manager
     app.state.settings = settings
+    app.state.metrics = Metrics()
+    # add_middleware wraps: the last added runs first. Order on the way in: access log (sees
+    # every answer, 401 and 413 included), CORS (answers preflights), API key, body limit.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(APIKeyMiddleware, keys=settings.keys())
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
+                           allow_methods=["GET", "POST", "OPTIONS"],
+                           allow_headers=["Authorization", "Content-Type"])
+    app.add_middleware(AccessLogMiddleware, metrics=app.state.metrics)
     return app

@@ -6,6 +6,7 @@ import os
 import platform
 import subprocess
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -64,3 +65,19 @@ class Settings(BaseSettings):
     verbose: bool = False
     catalog: Path | None = Field(default=None, description="models.yaml; default: the bundled one")
     max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    # Security and operations
+    api_key: str | None = Field(default=None, description="one key (LLAMASERVE_API_KEY)")
+    api_keys: list[str] = Field(default_factory=list, description="keys from --api-key")
+    api_key_file: Path | None = Field(default=None, description="a file with one key per line")
+    cors_origins: list[str] = Field(default_factory=list)
+    log_format: Literal["text", "json"] = "text"
+    request_timeout: float = Field(default=600, ge=0, description="seconds; 0 = no limit")
+    shutdown_grace: float = Field(default=10, ge=0, description="seconds to finish requests")
+
+    def keys(self) -> list[str]:
+        """Every accepted API key: flags, LLAMASERVE_API_KEY and the key file."""
+        keys = [*self.api_keys, *([self.api_key] if self.api_key else [])]
+        if self.api_key_file is not None:
+            lines = self.api_key_file.read_text(encoding="utf-8").splitlines()
+            keys += [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+        return keys

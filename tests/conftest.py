@@ -70,7 +70,10 @@ def start_server(
         [sys.executable, "-m", "llamaserve", "run", *args, "--port", str(port)],
         stdout=log,
         stderr=subprocess.STDOUT,
-        env={**os.environ, **(env or {})},
+        # One llama.cpp thread per test server: ggml's threads spin-wait for each other, so
+        # two-thread servers sharing a busy 2-core machine slow down by orders of magnitude.
+        # Tests check behaviour, never speed.
+        env={**os.environ, "LLAMASERVE_THREADS": "1", **(env or {})},
     )
     server = LiveServer(process, f"http://127.0.0.1:{port}", log_path)
     deadline = time.monotonic() + timeout

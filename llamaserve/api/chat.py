@@ -168,7 +168,6 @@ async def create_chat_completion(request: Request) -> Response:
     plan = plan_request(body)
     if body.user:
         logger.info("chat completion for user %r on model %r", body.user, body.model)
-    manager = request.app.state.manager
     n = body.n or 1
 
     async def start(index: int) -> AsyncIterator[ChoiceDelta]:
@@ -184,7 +183,7 @@ async def create_chat_completion(request: Request) -> Response:
                 logprobs=(body.top_logprobs or 0) if body.logprobs else None,
             )
 
-        _, events = await open_generation(manager, body.model, build)
+        _, events = await open_generation(request, body.model, build)
         return shape_choice(events, index, plan.mode, plan.tool_names, plan.legacy_functions)
 
     first = await start(0)  # errors before anything is sent become plain 4xx answers

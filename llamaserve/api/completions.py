@@ -95,7 +95,6 @@ async def create_completion(request: Request) -> Response:
         raise APIError(400, "'best_of' greater than 'n' cannot be streamed: the best choices "
                        "are known only at the end.", param="best_of", code="invalid_value")
     prompts = prompts_of(body)
-    manager = request.app.state.manager
     # best_of ranks candidates by mean token logprob, so it needs them even if not returned
     engine_logprobs = body.logprobs if body.logprobs is not None else (
         0 if best_of > n else None)
@@ -113,7 +112,7 @@ async def create_completion(request: Request) -> Response:
                 echo=bool(body.echo),
             )
 
-        _, events = await open_generation(manager, body.model, build)
+        _, events = await open_generation(request, body.model, build)
         return events
 
     first = await start(prompts[0], 0)  # errors before anything is sent become 4xx answers

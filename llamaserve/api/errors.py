@@ -59,15 +59,20 @@ def in_band_error(exc: APIError | EngineError) -> dict[str, Any]:
 
 
 def _field_path(loc: tuple[Any, ...]) -> str:
-    """('messages', 0, 'user', 'content') → 'messages[0].content' (dropping union tags)."""
+    """('messages', 0, 'user', 'content') → 'messages[0].content': pydantic's names for the
+    union member or the tagged variant it tried are dropped."""
     path = ""
+    previous: Any = None
     for part in loc:
         if isinstance(part, int):
             path += f"[{part}]"
-        elif isinstance(part, str) and (part[:1].isupper() or "[" in part or part in _ROLE_TAGS):
-            continue  # pydantic's name for the union member or tagged variant it tried
+        elif part[:1].isupper() or "[" in part or "-" in part:
+            pass  # a union member's type name: HubSource, list[str], constrained-str
+        elif isinstance(previous, int) and part in _ROLE_TAGS:
+            pass  # the discriminator value of a list item (a message role, a part type)
         else:
             path += f".{part}" if path else str(part)
+        previous = part
     return path
 
 

@@ -111,36 +111,57 @@ def stop_list(stop: str | list[str] | None) -> list[str]:
 
 
 async def open_generation(
-    manager: ModelManager, model_name: str, build: Any
+    request: Request, model_name: str, build: Any
 ) -> tuple[ResidentModel, AsyncIterator[Event]]:
     """Borrow the model and start generating; errors that come before the first event (an
     unknown model, a prompt too long) are raised here, before any response is sent.
 
     `build(model) -> GenerationRequest` makes the engine request once the model is known.
-    The returned iterator holds the model until it is exhausted or closed.
+    The returned iterator holds the model until it is exhausted or closed, and records the
+    request's tokens and time to first token for /metrics and the access log.
     """
+    manager: ModelManager = request.app.state.manager
+    metrics = request.app.state.metrics
+    timeout = request.app.state.settings.request_timeout
+    started = time.monotonic()
     stack = AsyncExitStack()
     try:
         model = await stack.enter_async_context(manager.use(model_name))
     except ModelNotFoundError as exc:
         raise APIError(404, str(exc), param="model", code="model_not_found") from exc
     try:
-        request: GenerationRequest = build(model)
+        generation: GenerationRequest = build(model)
+        generation.deadline = started + timeout if timeout else None
         assert model.engine is not None
-        events = model.engine.generate(request)
+        events = model.engine.generate(generation)
         first = await anext(events)
     except BaseException:
         await stack.aclose()
         raise
+    model_id = model.spec.id
+    metrics.ttft.labels(model_id).observe(time.monotonic() - started)
+    # read by the access log once the response is done
+    usage = request.scope.setdefault("state", {}).setdefault("usage", {"model": model_name})
 
     async def held() -> AsyncIterator[Event]:
         try:
             yield first
+            if isinstance(first, Finished):
+                record(first)
             async for event in events:
+                if isinstance(event, Finished):
+                    record(event)
                 yield event
         finally:
             await events.aclose()
             await stack.aclose()
+
+    def record(finished: Finished) -> None:
+        metrics.prompt_tokens.labels(model_id).inc(finished.prompt_tokens)
+        metrics.generated_tokens.labels(model_id).inc(finished.completion_tokens)
+        usage["prompt_tokens"] = usage.get("prompt_tokens", 0) + finished.prompt_tokens
+        usage["completion_tokens"] = usage.get("completion_tokens", 0) + \
+            finished.completion_tokens
 
     return model, held()
 

@@ -133,8 +133,21 @@ class NamedToolChoice(_Request):
     function: NamedFunction
 
 
-Stop = str | Annotated[list[str], Field(max_length=4)] | None
-LogitBias = dict[str, Annotated[float, Field(ge=-100, le=100)]] | None
+# Limits beyond OpenAI's own ranges keep one request from tying up the server; each one is a
+# 400 naming the field.
+MAX_MESSAGES = 1024
+MAX_TOOLS = 128
+MAX_STOP_CHARS = 256
+MAX_GRAMMAR_CHARS = 64 * 1024
+MAX_LOGIT_BIAS = 1024
+MAX_PROMPTS = 2048
+
+StopText = Annotated[str, Field(max_length=MAX_STOP_CHARS)]
+Stop = StopText | Annotated[list[StopText], Field(max_length=4)] | None
+LogitBias = (
+    Annotated[dict[str, Annotated[float, Field(ge=-100, le=100)]],
+              Field(max_length=MAX_LOGIT_BIAS)] | None
+)
 
 
 class _Sampling(_Request):
@@ -160,20 +173,20 @@ class _Sampling(_Request):
     mirostat_mode: int | None = Field(default=None, ge=0, le=2)
     mirostat_tau: float | None = Field(default=None, gt=0)
     mirostat_eta: float | None = Field(default=None, gt=0)
-    grammar: str | None = Field(default=None, min_length=1)
+    grammar: str | None = Field(default=None, min_length=1, max_length=MAX_GRAMMAR_CHARS)
 
 
 class ChatCompletionRequest(_Sampling):
-    messages: list[ChatMessage] = Field(min_length=1)
+    messages: list[ChatMessage] = Field(min_length=1, max_length=MAX_MESSAGES)
     model: str
     function_call: Literal["none", "auto"] | NamedFunction | None = None
-    functions: list[FunctionDefinition] | None = None
+    functions: list[FunctionDefinition] | None = Field(default=None, max_length=MAX_TOOLS)
     logprobs: bool | None = False
     max_completion_tokens: int | None = Field(default=None, ge=1)
     parallel_tool_calls: bool | None = None
     response_format: ResponseFormat | None = None
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
-    tools: list[Tool] | None = None
+    tools: list[Tool] | None = Field(default=None, max_length=MAX_TOOLS)
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
 
 
@@ -182,7 +195,12 @@ TokenIds = Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]
 
 class CompletionRequest(_Sampling):
     model: str
-    prompt: str | list[str] | TokenIds | list[TokenIds]
+    prompt: (
+        str
+        | Annotated[list[str], Field(max_length=MAX_PROMPTS)]
+        | TokenIds
+        | Annotated[list[TokenIds], Field(max_length=MAX_PROMPTS)]
+    )
     best_of: int | None = Field(default=None, ge=1, le=20)
     echo: bool | None = False
     logprobs: int | None = Field(default=None, ge=0, le=5)

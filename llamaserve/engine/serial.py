@@ -89,6 +89,11 @@ class SerialEngine:
     def n_vocab(self) -> int:
         return self.llama.n_vocab()
 
+    @property
+    def memory_bytes(self) -> int:
+        """Weights plus the context's state (KV cache, logits): what staying resident costs."""
+        return self.llama._model.size() + llama_cpp.llama_state_get_size(self.llama._ctx.ctx)
+
     def close(self) -> None:
         self._worker.shutdown(wait=True, cancel_futures=True)
         self.llama.close()
@@ -266,6 +271,10 @@ class SerialEngine:
             if cancelled.is_set():
                 logger.info("generation cancelled after %d tokens", generated)
                 return
+            if request.deadline is not None and time.monotonic() > request.deadline:
+                logger.warning("generation stopped at the request time limit after %d tokens",
+                               generated)
+                break
             token = sampler.sample(llama._ctx, -1)
             if self._eog(self._vocab, token):
                 reason = "stop"

@@ -58,6 +58,7 @@ class GenerationRequest:
     grammar: str | None = None  # GBNF the output must match
     logprobs: int | None = None  # None: off; k: the chosen token's logprob and the top k
     echo: bool = False  # emit the prompt first (with its logprobs when asked)
+    deadline: float | None = None  # time.monotonic() after which generation ends ("length")
 
 
 @dataclass
