@@ -121,6 +121,10 @@ def test_metrics_in_prometheus_text_format(http: httpx.Client) -> None:
     ({"grammar": "root ::= " + '"a" ' * 20000}, "grammar"),
     ({"n": 129}, "n"),
     ({"logit_bias": {str(i): 1 for i in range(1025)}}, "logit_bias"),
+    ({"response_format": {"type": "json_schema", "json_schema": {"name": "big", "schema": {
+        "type": "object", "properties": {f"field_{i}": {"type": "string"}
+                                         for i in range(4000)}}}}},
+     "response_format.json_schema"),
 ])
 def test_limits_are_400_naming_the_field(http: httpx.Client, change: dict, param: str) -> None:
     response = http.post(CHAT, json={**HI, **change})

@@ -14,13 +14,18 @@ from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
 from .types import EngineError
 
 JSON_OBJECT_GRAMMAR = JSON_GBNF
+MAX_SCHEMA_CHARS = 64 * 1024  # a schema (or a tool's parameters) as JSON text
 
 
 def json_schema_grammar(schema: dict[str, Any], param: str) -> str:
     """GBNF for output that validates against `schema`; a 400 naming `param` for schema
     constructs llama.cpp's converter does not support (never a silent fallback to any JSON)."""
+    text = json.dumps(schema)
+    if len(text) > MAX_SCHEMA_CHARS:
+        raise EngineError(f"the JSON schema is {len(text)} characters; at most "
+                          f"{MAX_SCHEMA_CHARS} are accepted", param=param)
     try:
-        return json_schema_to_gbnf(json.dumps(schema))
+        return json_schema_to_gbnf(text)
     except (AssertionError, ValueError, KeyError, TypeError, IndexError, RecursionError) as exc:
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise EngineError(f"unsupported JSON schema: {detail}", param=param) from exc
