@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from .catalog import ModelSpec
 from .engine import LoadOptions, SerialEngine
+from .engine.embedding import Embedder, is_embedding_model, read_metadata
 from .hub import ModelFiles
 
 logger = logging.getLogger(__name__)
@@ -28,6 +29,17 @@ class ModelNotFoundError(LookupError):
         self.name = name
 
 
+class EmbeddingModelError(ValueError):
+    """A text generation asked of a model that only computes embeddings."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(
+            f"The model '{name}' is an embedding model: it answers POST /v1/embeddings only, "
+            "not chat or text completions. Serve a chat model for those."
+        )
+        self.name = name
+
+
 class ModelLoadError(RuntimeError):
     """A model file that llama.cpp refused to load; the message names the file."""
 
@@ -38,8 +50,15 @@ class ResidentModel:
     files: ModelFiles
     options: LoadOptions
     engine: SerialEngine | None = None
+    # Embeddings: the only context of an embedding model; made on first use for a chat model.
+    embedder: Embedder | None = None
+    embedding_only: bool = False
     in_flight: int = 0
     load_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @property
+    def loaded(self) -> bool:
+        return (self.embedder if self.embedding_only else self.engine) is not None
 
     @property
     def created(self) -> int:
@@ -68,31 +87,55 @@ class ModelManager:
     def load_all(self) -> None:
         """Load every model now (blocking; `run` does this before it starts serving)."""
         for model in self._models.values():
-            if model.engine is None:
-                model.engine = self._load(model)
+            if not model.loaded:
+                self._load(model)
 
     @staticmethod
-    def _load(model: ResidentModel) -> SerialEngine:
+    def _load(model: ResidentModel) -> None:
         path = model.files.weights
         logger.info("loading %s from %s (%d threads)", model.spec.id, path,
                     model.options.n_threads or 0)
         try:
-            return SerialEngine.load(path, model.options)
+            # The catalog says which models embed; for a bare .gguf path the header does.
+            if model.spec.kind == "embedding" or is_embedding_model(read_metadata(path)):
+                model.embedder = Embedder.load(path, model.options, chat_model=False)
+                model.embedding_only = True
+            else:
+                model.engine = SerialEngine.load(path, model.options)
+        except (ValueError, RuntimeError, OSError) as exc:
+            raise ModelLoadError(f"cannot load model '{model.spec.id}' from {path}: {exc}") from exc
+
+    @staticmethod
+    def _load_embedder(model: ResidentModel) -> Embedder:
+        path = model.files.weights
+        logger.info("creating an embedding context for %s", model.spec.id)
+        try:
+            return Embedder.load(path, model.options, chat_model=True)
         except (ValueError, RuntimeError, OSError) as exc:
             raise ModelLoadError(f"cannot load model '{model.spec.id}' from {path}: {exc}") from exc
 
     @asynccontextmanager
-    async def use(self, name: str) -> AsyncIterator[ResidentModel]:
-        """The model answering to `name`, loaded, counted as in use until the block ends."""
+    async def use(self, name: str, *, embeddings: bool = False) -> AsyncIterator[ResidentModel]:
+        """The model answering to `name`, loaded, counted as in use until the block ends.
+
+        With `embeddings`, its `embedder` is ready too; without, its `engine` (text generation),
+        else EmbeddingModelError.
+        """
         model = self.find(name)
         if model is None:
             raise ModelNotFoundError(name, [m.spec.id for m in self._models.values()])
         model.in_flight += 1
         try:
-            if model.engine is None:
+            if not model.loaded:
                 async with model.load_lock:  # concurrent first requests share one load
-                    if model.engine is None:
-                        model.engine = await asyncio.to_thread(self._load, model)
+                    if not model.loaded:
+                        await asyncio.to_thread(self._load, model)
+            if embeddings and model.embedder is None:
+                async with model.load_lock:
+                    if model.embedder is None:
+                        model.embedder = await asyncio.to_thread(self._load_embedder, model)
+            elif not embeddings and model.engine is None:
+                raise EmbeddingModelError(model.spec.id)
             yield model
         finally:
             model.in_flight -= 1
@@ -102,3 +145,6 @@ class ModelManager:
             if model.engine is not None:
                 model.engine.close()
                 model.engine = None
+            if model.embedder is not None:
+                model.embedder.close()
+                model.embedder = None

@@ -15,6 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .api.chat import create_chat_completion
 from .api.completions import create_completion
+from .api.embeddings import create_embedding
 from .api.errors import EXCEPTION_HANDLERS, error_body
 from .api.models import list_models, retrieve_model
 from .auth import APIKeyMiddleware
@@ -77,7 +78,7 @@ class BodyLimitMiddleware:
 
 async def health(request: Request) -> Response:
     manager: ModelManager = request.app.state.manager
-    models = [{"id": m.spec.id, "loaded": m.engine is not None} for m in manager.models]
+    models = [{"id": m.spec.id, "loaded": m.loaded} for m in manager.models]
     ready = all(m["loaded"] for m in models)
     return JSONResponse(
         {"status": "ok" if ready else "loading", "models": models},
@@ -95,6 +96,7 @@ def _routes() -> list[Route]:
     for path, endpoint, methods in [
         ("/v1/chat/completions", create_chat_completion, ["POST"]),
         ("/v1/completions", create_completion, ["POST"]),
+        ("/v1/embeddings", create_embedding, ["POST"]),
         ("/v1/models", list_models, ["GET"]),
         ("/v1/models/{model:path}", retrieve_model, ["GET"]),
     ]:

@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from ..engine import EngineError
+from ..manager import EmbeddingModelError
 
 logger = logging.getLogger(__name__)
 
@@ -131,6 +132,11 @@ async def handle_engine_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(400, str(exc), exc.param, "invalid_request")
 
 
+async def handle_embedding_model_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, EmbeddingModelError)
+    return error_response(400, str(exc), "model", "model_not_supported")
+
+
 async def handle_http_exception(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
     if exc.status_code == 404:
@@ -155,6 +161,7 @@ async def handle_unexpected(request: Request, exc: Exception) -> JSONResponse:
 EXCEPTION_HANDLERS = {
     APIError: handle_api_error,
     EngineError: handle_engine_error,
+    EmbeddingModelError: handle_embedding_model_error,
     HTTPException: handle_http_exception,
     Exception: handle_unexpected,
 }

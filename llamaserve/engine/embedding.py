@@ -1,0 +1,213 @@
+"""Embeddings on llama.cpp: one embedding-mode context per model, on its own worker thread.
+
+A list of inputs is packed into as few `llama_batch`es as the context allows, one sequence id
+per input, and each pooled vector is read back with `llama_get_embeddings_seq`, as
+llama-cpp-python's `Llama.embed` does. We drive the same internals (`_batch.add_sequence`,
+`_ctx.decode`, `_ctx.get_embeddings_seq`) rather than call `Llama.embed`, because that method
+takes only strings and silently truncates long ones, where the API must accept token ids and
+refuse an input that does not fit with an error naming it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import llama_cpp
+import numpy as np
+from llama_cpp import Llama
+
+from .serial import DEFAULT_CONTEXT_CAP, LoadOptions
+from .types import EngineError
+
+logger = logging.getLogger(__name__)
+
+EmbeddingInput = str | list[int]
+
+# Pooling a model's metadata may ask for that yields one vector per input; anything else (none,
+# rank) falls back to mean pooling, which is what Ollama and llama-server give chat models.
+_VECTOR_POOLINGS = {
+    llama_cpp.LLAMA_POOLING_TYPE_MEAN: "mean",
+    llama_cpp.LLAMA_POOLING_TYPE_CLS: "cls",
+    llama_cpp.LLAMA_POOLING_TYPE_LAST: "last",
+}
+# A chat model's embedding context evaluates at most this many tokens per batch, llama-server's
+# default physical batch: llama.cpp keeps logits for every token of an embedding batch
+# (n_vocab floats each), ~200 MB per 1024 tokens for a 49k-token vocabulary.
+CHAT_MODEL_BATCH_CAP = 512
+
+
+def read_metadata(path: Path) -> dict[str, str]:
+    """The GGUF header's key/values as llama.cpp reads them (vocabulary only, no weights)."""
+    probe = Llama(str(path), vocab_only=True, verbose=False)
+    try:
+        return dict(probe.metadata)
+    finally:
+        probe.close()
+
+
+def is_embedding_model(metadata: dict[str, str]) -> bool:
+    """True for models that only embed: non-causal attention (BERT and its kin) or a pooling
+    type in the header (e.g. Qwen3-Embedding); such a model cannot generate text."""
+    arch = metadata.get("general.architecture", "")
+    if metadata.get(f"{arch}.attention.causal") == "false":
+        return True
+    pooling = metadata.get(f"{arch}.pooling_type")
+    return pooling is not None and int(pooling) != llama_cpp.LLAMA_POOLING_TYPE_NONE
+
+
+def _pooling(metadata: dict[str, str]) -> int:
+    arch = metadata.get("general.architecture", "")
+    pooling = int(metadata.get(f"{arch}.pooling_type", llama_cpp.LLAMA_POOLING_TYPE_NONE))
+    return pooling if pooling in _VECTOR_POOLINGS else llama_cpp.LLAMA_POOLING_TYPE_MEAN
+
+
+def pack_batches(lengths: Sequence[int], max_tokens: int, max_sequences: int) -> Iterator[range]:
+    """Consecutive runs of inputs, in order, each fitting one llama_batch: at most `max_tokens`
+    tokens and `max_sequences` sequence ids. An input is never split (its length is checked
+    against `max_tokens` before)."""
+    start, tokens = 0, 0
+    for i, length in enumerate(lengths):
+        if i > start and (i - start >= max_sequences or tokens + length > max_tokens):
+            yield range(start, i)
+            start, tokens = i, 0
+        tokens += length
+    if start < len(lengths):
+        yield range(start, len(lengths))
+
+
+def normalize(vectors: np.ndarray) -> np.ndarray:
+    """Each row scaled to unit L2 norm (an all-zero row stays zero)."""
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.where(norms == 0, 1, norms)
+
+
+@dataclass
+class Embeddings:
+    vectors: np.ndarray  # float32, one unit-norm row per input, in input order
+    prompt_tokens: int
+
+
+class Embedder:
+    """Pooled, L2-normalised embeddings of one model; one request at a time, off the loop."""
+
+    def __init__(self, llama: Llama) -> None:
+        self.llama = llama
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed")
+        n_ctx_train = llama._model.n_ctx_train() or llama.n_batch
+        # A non-causal model evaluates a whole batch in one micro-batch, so one input may use
+        # the full batch; positions past the training context have no position embedding.
+        self.max_input_tokens = min(llama.n_batch, n_ctx_train)
+        self.n_embd = llama.n_embd()
+        self.n_vocab = llama.n_vocab()
+        self.pooling = _VECTOR_POOLINGS.get(llama.pooling_type(), str(llama.pooling_type()))
+        self._n_seq_max = int(llama.context_params.n_seq_max)
+
+    @classmethod
+    def load(cls, path: Path, options: LoadOptions, *, chat_model: bool) -> Embedder:
+        """An embedding context for `path` (blocking: call it from a worker thread).
+
+        An embedding model pools as its metadata asks; a chat model is mean-pooled. The weights
+        are mmapped, so a chat model's second context shares their pages with the first.
+        """
+        metadata = read_metadata(path)
+        arch = metadata.get("general.architecture", "")
+        n_ctx_train = int(metadata.get(f"{arch}.context_length", 0))
+        n_ctx = options.n_ctx or min(n_ctx_train or DEFAULT_CONTEXT_CAP, DEFAULT_CONTEXT_CAP)
+        if n_ctx_train:
+            n_ctx = min(n_ctx, n_ctx_train)
+        if chat_model:
+            pooling = llama_cpp.LLAMA_POOLING_TYPE_MEAN
+            n_ctx = min(n_ctx, CHAT_MODEL_BATCH_CAP)
+        else:
+            pooling = _pooling(metadata)
+        llama = Llama(
+            model_path=str(path),
+            embedding=True,
+            pooling_type=pooling,
+            n_ctx=n_ctx,
+            # Each input must fit one micro-batch: pooling cannot span two.
+            n_batch=n_ctx,
+            n_ubatch=n_ctx,
+            n_threads=options.n_threads,
+            n_threads_batch=options.n_threads,
+            n_gpu_layers=options.n_gpu_layers,
+            verbose=options.verbose,
+        )
+        embedder = cls(llama)
+        logger.info(
+            "embedding context for %s: %s pooling, %d dims, inputs up to %d tokens",
+            path.name, embedder.pooling, embedder.n_embd, embedder.max_input_tokens,
+        )
+        return embedder
+
+    def close(self) -> None:
+        self._worker.shutdown(wait=True, cancel_futures=True)
+        self.llama.close()
+
+    async def embed(
+        self, inputs: Sequence[EmbeddingInput], dimensions: int | None = None
+    ) -> Embeddings:
+        """One unit vector per input, truncated to `dimensions` and renormalised if given."""
+        if dimensions is not None and dimensions > self.n_embd:
+            raise EngineError(
+                f"'dimensions' is {dimensions}, but this model's embeddings have "
+                f"{self.n_embd} dimensions; ask for {self.n_embd} or fewer.",
+                param="dimensions",
+            )
+        loop = asyncio.get_running_loop()
+        result = await loop.run_in_executor(self._worker, self._embed, list(inputs))
+        if dimensions is not None and dimensions < self.n_embd:
+            result.vectors = normalize(result.vectors[:, :dimensions])
+        return result
+
+    def _tokens(self, index: int, item: EmbeddingInput) -> list[int]:
+        if isinstance(item, str):
+            # add_bos asks for the model's own special tokens: [CLS] … [SEP] for BERT, none for
+            # SmolLM2 (its header says add_bos_token false).
+            tokens = self.llama.tokenize(item.encode("utf-8"), add_bos=True, special=False)
+        else:
+            bad = next((t for t in item if not 0 <= t < self.n_vocab), None)
+            if bad is not None:
+                raise EngineError(
+                    f"input[{index}] has token id {bad}, outside the model's vocabulary "
+                    f"(0..{self.n_vocab - 1}).",
+                    param="input",
+                )
+            tokens = list(item)
+        if not tokens:
+            raise EngineError(f"input[{index}] has no tokens.", param="input")
+        if len(tokens) > self.max_input_tokens:
+            raise EngineError(
+                f"input[{index}] has {len(tokens)} tokens, more than this model embeds at "
+                f"once ({self.max_input_tokens} tokens). Shorten or split it.",
+                param="input",
+            )
+        return tokens
+
+    def _embed(self, inputs: list[EmbeddingInput]) -> Embeddings:
+        sequences = [self._tokens(i, item) for i, item in enumerate(inputs)]
+        vectors = np.empty((len(sequences), self.n_embd), dtype=np.float32)
+        llama, batch, ctx = self.llama, self.llama._batch, self.llama._ctx
+        lengths = [len(s) for s in sequences]
+        runs = list(pack_batches(lengths, self.llama.n_batch, self._n_seq_max))
+        for run in runs:
+            batch.reset()
+            for seq_id, i in enumerate(run):
+                # Every token is an output in embedding mode (as in Llama.embed).
+                batch.add_sequence(sequences[i], seq_id, True)
+            ctx.kv_cache_clear()
+            ctx.decode(batch)
+            for seq_id, i in enumerate(run):
+                pooled = ctx.get_embeddings_seq(seq_id)
+                vectors[i] = np.ctypeslib.as_array(pooled, shape=(self.n_embd,))
+        batch.reset()
+        ctx.kv_cache_clear()
+        llama.reset()
+        logger.debug("%d inputs, %d tokens, in %d batches", len(inputs), sum(lengths),
+                     len(runs))
+        return Embeddings(normalize(vectors), sum(lengths))
