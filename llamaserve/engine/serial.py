@@ -69,7 +69,7 @@ class SerialEngine:
         if n_ctx is None:
             # Ask the header first: a 128k training context would allocate gigabytes of KV.
             probe = Llama(str(path), vocab_only=True, verbose=False)
-            n_ctx = min(probe.n_ctx_train() or DEFAULT_CONTEXT_CAP, DEFAULT_CONTEXT_CAP)
+            n_ctx = min(probe._model.n_ctx_train() or DEFAULT_CONTEXT_CAP, DEFAULT_CONTEXT_CAP)
             probe.close()
         llama = Llama(
             model_path=str(path),
