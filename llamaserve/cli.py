@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 from pathlib import Path
@@ -21,6 +22,7 @@ Examples:
   llamaserve run smollm2                      # the bundled tiny model
   llamaserve run smollm2 --alias gpt-4o-mini  # answer to another model name
   llamaserve run ./models/qwen2.5-0.5b-instruct-q4_k_m.gguf --ctx 8192 --port 9000
+  llamaserve run ./llava-v1.5-7b-q4_k.gguf --mmproj ./mmproj-model-f16.gguf  # images too
 \b
 Then, from any OpenAI client:
   curl http://127.0.0.1:8000/v1/chat/completions -H 'Content-Type: application/json' \\
@@ -74,6 +76,19 @@ def main() -> None:
     default=None,
     help="A models.yaml to use instead of the bundled catalog.",
 )
+@click.option(
+    "--mmproj",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Vision projector GGUF for MODEL: chat messages may then carry images.",
+)
+@click.option(
+    "--block-private-urls",
+    is_flag=True,
+    default=None,
+    help="Refuse image URLs that resolve to private or loopback addresses "
+    "(for servers reachable beyond localhost).",
+)
 @click.option("--verbose", is_flag=True, default=False, help="Log llama.cpp and every request.")
 def run(
     model: str,
@@ -84,6 +99,8 @@ def run(
     threads: int | None,
     gpu_layers: int | None,
     catalog: Path | None,
+    mmproj: Path | None,
+    block_private_urls: bool | None,
     verbose: bool,
 ) -> None:
     """Load MODEL, keep it resident and serve it over the OpenAI API.
@@ -97,6 +114,7 @@ def run(
         "threads": threads,
         "gpu_layers": gpu_layers,
         "catalog": catalog,
+        "block_private_urls": block_private_urls or None,
         "verbose": verbose or None,
     }
     # Flags given on the command line win over LLAMASERVE_* variables, which win over defaults.
@@ -107,10 +125,12 @@ def run(
     )
     try:
         spec = resolve(model, load_catalog(settings.catalog)).with_alias(alias)
-        files = locate(spec)
+        files = locate(spec, projector_override=mmproj)
     except (CatalogError, ModelFilesError) as exc:
         raise click.ClickException(str(exc)) from exc
 
+    if files.projector is not None:
+        spec = dataclasses.replace(spec, kind="vision")
     manager = ModelManager()
     manager.add(
         spec,
@@ -120,6 +140,7 @@ def run(
             n_threads=settings.threads,
             n_gpu_layers=settings.gpu_layers,
             chat_format=spec.chat_format,
+            chat_handler=spec.chat_handler,
             verbose=settings.verbose,
         ),
     )

@@ -77,7 +77,7 @@ class ModelManager:
         logger.info("loading %s from %s (%d threads)", model.spec.id, path,
                     model.options.n_threads or 0)
         try:
-            return SerialEngine.load(path, model.options)
+            return SerialEngine.load(path, model.options, model.files.projector)
         except (ValueError, RuntimeError, OSError) as exc:
             raise ModelLoadError(f"cannot load model '{model.spec.id}' from {path}: {exc}") from exc
 

@@ -64,3 +64,10 @@ class Settings(BaseSettings):
     verbose: bool = False
     catalog: Path | None = Field(default=None, description="models.yaml; default: the bundled one")
     max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    # Image URLs in chat messages (vision models)
+    block_private_urls: bool = Field(
+        default=False, description="refuse image URLs whose host resolves to a private address"
+    )
+    image_timeout: float = Field(default=10.0, gt=0, description="seconds to fetch one image")
+    image_max_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
+    image_max_redirects: int = Field(default=3, ge=0)
