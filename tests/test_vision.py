@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -323,3 +325,21 @@ def test_llava_handler_format_from_the_catalog(tmp_path: Path, projector_path: P
     expected = f"{Llava15ChatHandler.DEFAULT_SYSTEM_MESSAGE}\nUSER: Describe.\n\nASSISTANT: "
     assert prompt_tokens(without) == len(tokenizer.tokenize(expected.encode(), special=True))
     assert "handler llava-1-5" in live.log()
+
+
+def test_marker_text_with_an_image_is_a_400(vision_server: LiveServer) -> None:
+    from llamaserve.engine.vision import MEDIA_MARKER
+
+    response = post_chat(vision_server, [text(f"What is {MEDIA_MARKER}?"), image(PNG_URI)])
+    error = assert_openai_error(response, 400)
+    assert "image markers" in error["message"]
+
+
+def test_a_file_that_is_no_projector_is_refused_at_start(smollm2_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "llamaserve", "run", "smollm2", "--mmproj", str(smollm2_path),
+         "--port", "0"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode != 0
+    assert f"the vision projector {smollm2_path} cannot be used" in result.stderr

@@ -104,12 +104,25 @@ class VisionProjector:
         self._handler = llama_chat_format.MTMDChatHandler(
             str(path), verbose=verbose, use_gpu=use_gpu
         )
-        self._handler._init_mtmd_context(llama)
+        try:
+            self._handler._init_mtmd_context(llama)
+        except ValueError as exc:
+            raise ValueError(
+                f"the vision projector {path} cannot be used with this model ({exc}); check "
+                "that --mmproj names the mmproj GGUF made for these weights"
+            ) from exc
         self.ctx = self._handler.mtmd_ctx
         self.llama = llama
         self.path = path
 
     def tokenize(self, text: str, add_special: bool, images: list[ImageInput]) -> MediaPrompt:
+        markers = text.count(MEDIA_MARKER)
+        if markers != len(images):
+            raise EngineError(
+                f"the prompt has {markers} image markers for {len(images)} images; remove "
+                f"'{MEDIA_MARKER}' from the message text",
+                param="messages",
+            )
         bitmaps: list[Any] = []
         chunks = mtmd.mtmd_input_chunks_init()
         try:
@@ -125,12 +138,6 @@ class VisionProjector:
             result = mtmd.mtmd_tokenize(
                 self.ctx, chunks, ctypes.byref(text_input), array, len(bitmaps)
             )
-            if result == 1:
-                raise EngineError(
-                    f"the prompt has {text.count(MEDIA_MARKER)} image markers for "
-                    f"{len(images)} images; remove '{MEDIA_MARKER}' from the message text",
-                    param="messages",
-                )
             if result != 0:
                 raise EngineError(f"the images could not be preprocessed (mtmd error {result})",
                                   param="messages")
