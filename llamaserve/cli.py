@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import sys
 from pathlib import Path
@@ -24,6 +25,7 @@ Examples:
   llamaserve run smollm2                      # the bundled tiny model
   llamaserve run smollm2 --alias gpt-4o-mini  # answer to another model name
   llamaserve run ./models/qwen2.5-0.5b-instruct-q4_k_m.gguf --ctx 8192 --port 9000
+  llamaserve run ./llava-v1.5-7b-q4_k.gguf --mmproj ./mmproj-model-f16.gguf  # images too
 \b
 Then, from any OpenAI client:
   curl http://127.0.0.1:8000/v1/chat/completions -H 'Content-Type: application/json' \\
@@ -77,6 +79,19 @@ def main() -> None:
     default=None,
     help="A models.yaml to use instead of the bundled catalog.",
 )
+@click.option(
+    "--mmproj",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Vision projector GGUF for MODEL: chat messages may then carry images.",
+)
+@click.option(
+    "--block-private-urls",
+    is_flag=True,
+    default=None,
+    help="Refuse image URLs that resolve to private or loopback addresses "
+    "(for servers reachable beyond localhost).",
+)
 @click.option("--api-key", "api_keys", multiple=True,
               help="Require 'Authorization: Bearer KEY' (repeatable; or LLAMASERVE_API_KEY).")
 @click.option("--api-key-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -103,6 +118,8 @@ def run(
     cors_origins: tuple[str, ...],
     log_format: str | None,
     request_timeout: float | None,
+    mmproj: Path | None,
+    block_private_urls: bool | None,
     verbose: bool,
 ) -> None:
     """Load MODEL, keep it resident and serve it over the OpenAI API.
@@ -121,6 +138,7 @@ def run(
         "cors_origins": list(cors_origins) or None,
         "log_format": log_format,
         "request_timeout": request_timeout,
+        "block_private_urls": block_private_urls or None,
         "verbose": verbose or None,
     }
     # Flags given on the command line win over LLAMASERVE_* variables, which win over defaults.
@@ -131,10 +149,12 @@ def run(
                    "reach this address can use the model. Pass --api-key KEY.", err=True)
     try:
         spec = resolve(model, load_catalog(settings.catalog)).with_alias(alias)
-        files = locate(spec)
+        files = locate(spec, projector_override=mmproj)
     except (CatalogError, ModelFilesError) as exc:
         raise click.ClickException(str(exc)) from exc
 
+    if files.projector is not None:
+        spec = dataclasses.replace(spec, kind="vision")
     manager = ModelManager()
     manager.add(
         spec,
@@ -144,6 +164,7 @@ def run(
             n_threads=settings.threads,
             n_gpu_layers=settings.gpu_layers,
             chat_format=spec.chat_format,
+            chat_handler=spec.chat_handler,
             verbose=settings.verbose,
         ),
     )

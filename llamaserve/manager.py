@@ -101,7 +101,7 @@ class ModelManager:
                 model.embedder = Embedder.load(path, model.options, chat_model=False)
                 model.embedding_only = True
             else:
-                model.engine = SerialEngine.load(path, model.options)
+                model.engine = SerialEngine.load(path, model.options, model.files.projector)
         except (ValueError, RuntimeError, OSError) as exc:
             raise ModelLoadError(f"cannot load model '{model.spec.id}' from {path}: {exc}") from exc
 

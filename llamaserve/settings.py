@@ -81,3 +81,10 @@ class Settings(BaseSettings):
             lines = self.api_key_file.read_text(encoding="utf-8").splitlines()
             keys += [line.strip() for line in lines if line.strip() and not line.startswith("#")]
         return keys
+    # Image URLs in chat messages (vision models)
+    block_private_urls: bool = Field(
+        default=False, description="refuse image URLs whose host resolves to a private address"
+    )
+    image_timeout: float = Field(default=10.0, gt=0, description="seconds to fetch one image")
+    image_max_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
+    image_max_redirects: int = Field(default=3, ge=0)

@@ -131,3 +131,34 @@ def tokenizer(smollm2_path: Path):
     vocab = Llama(str(smollm2_path), vocab_only=True, verbose=False)
     yield vocab
     vocab.close()
+
+
+@pytest.fixture(scope="session")
+def projector_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny LLaVA-1.5 style projector GGUF whose output width is SmolLM2's (tests/builders)."""
+    from .builders import write_llava_projector
+
+    return write_llava_projector(tmp_path_factory.mktemp("projector") / "mmproj-tiny.gguf")
+
+
+# Small limits so the vision tests can exceed them cheaply.
+VISION_ENV = {"LLAMASERVE_IMAGE_MAX_BYTES": str(64 * 1024), "LLAMASERVE_IMAGE_TIMEOUT": "5"}
+
+
+@pytest.fixture(scope="session")
+def vision_server(
+    tmp_path_factory: pytest.TempPathFactory, projector_path: Path
+) -> Iterator[LiveServer]:
+    """SmolLM2 with the tiny projector: `llamaserve run smollm2 --mmproj FILE`."""
+    live = start_server(
+        ["smollm2", "--ctx", "1024", "--mmproj", str(projector_path)],
+        tmp_path_factory.mktemp("vision"),
+        env=VISION_ENV,
+    )
+    yield live
+    live.stop()
+
+
+@pytest.fixture(scope="session")
+def vision_client(vision_server: LiveServer) -> openai.OpenAI:
+    return openai.OpenAI(base_url=vision_server.v1, api_key="IGNORED", max_retries=0, timeout=120)

@@ -14,7 +14,9 @@ from starlette.responses import JSONResponse, Response
 from ..engine import EngineError, Finished, GenerationRequest
 from ..engine.grammar import JSON_OBJECT_GRAMMAR, json_schema_grammar, tool_call_schema
 from ..engine.tools import ParsedToolCall
+from ..engine.vision import MEDIA_MARKER
 from ..manager import ResidentModel
+from .chat_images import accepts_images, message_images, no_images
 from .chat_output import ChoiceDelta, ToolMode, argument_fragments, shape_choice, wire_logprobs
 from .errors import APIError, in_band_error
 from .generation import (
@@ -51,7 +53,7 @@ def template_messages(body: ChatCompletionRequest, model: ResidentModel) -> list
     """OpenAI messages → the plain dicts chat templates expect: `content` always a string.
 
     Templates such as SmolLM2's concatenate `content` as a string, so text parts are joined
-    here, before any template sees them.
+    here, before any template sees them; each image becomes the engine's media marker.
     """
     rendered: list[dict[str, Any]] = []
     for i, message in enumerate(body.messages):
@@ -60,13 +62,10 @@ def template_messages(body: ChatCompletionRequest, model: ResidentModel) -> list
             texts = []
             for j, part in enumerate(content):
                 if isinstance(part, ImagePart):
-                    raise APIError(
-                        400,
-                        f"model '{model.spec.id}' does not accept images "
-                        f"(messages[{i}].content[{j}] is an image).",
-                        param=f"messages[{i}].content[{j}]",
-                        code="image_not_supported",
-                    )
+                    if not accepts_images(model):
+                        raise no_images(model, i, j)
+                    texts.append(MEDIA_MARKER)
+                    continue
                 texts.append(part.text if part.type == "text" else part.refusal)
             content = "\n".join(texts)
         entry: dict[str, Any] = {
@@ -168,6 +167,8 @@ async def create_chat_completion(request: Request) -> Response:
     plan = plan_request(body)
     if body.user:
         logger.info("chat completion for user %r on model %r", body.user, body.model)
+    manager = request.app.state.manager
+    images = await message_images(body, manager, request.app.state.settings)
     n = body.n or 1
 
     async def start(index: int) -> AsyncIterator[ChoiceDelta]:
@@ -181,6 +182,7 @@ async def create_chat_completion(request: Request) -> Response:
                 sampling=sampling_params(body, model, choice=index),
                 grammar=plan.grammar,
                 logprobs=(body.top_logprobs or 0) if body.logprobs else None,
+                images=images,
             )
 
         _, events = await open_generation(request, body.model, build)

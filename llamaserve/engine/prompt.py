@@ -68,7 +68,16 @@ class RenderedPrompt:
 class ChatPrompter:
     """Renders chat messages for one loaded model."""
 
-    def __init__(self, llama: Llama, chat_format: str | None = None) -> None:
+    def __init__(
+        self,
+        llama: Llama,
+        chat_format: str | None = None,
+        template: str | None = None,
+        default_system: str | None = None,
+    ) -> None:
+        """`template` (Jinja) replaces the GGUF's; `default_system` is the system message added
+        to conversations that have none (both come from a multimodal handler, see vision.py)."""
+        self.default_system = default_system
         if chat_format is not None:
             if chat_format not in NAMED_FORMATS:
                 known = ", ".join(sorted(NAMED_FORMATS))
@@ -77,7 +86,11 @@ class ChatPrompter:
             self.source = chat_format
             self.knows_tools = False
             return
-        template = llama.metadata.get("tokenizer.chat_template")
+        source = "the GGUF's chat template"
+        if template is not None:
+            source = "the multimodal handler's template"
+        else:
+            template = llama.metadata.get("tokenizer.chat_template")
         if template is None:
             # The same fallback llama-cpp-python uses for a GGUF without a template.
             self._formatter = NAMED_FORMATS["llama-2"]
@@ -94,7 +107,7 @@ class ChatPrompter:
             eos_token=token_text(llama.token_eos()),
             bos_token=token_text(llama.token_bos()),
         )
-        self.source = "the GGUF's chat template"
+        self.source = source
         self.knows_tools = "tools" in template
 
     def render(
@@ -102,6 +115,8 @@ class ChatPrompter:
     ) -> RenderedPrompt:
         """The prompt for `messages`; `tools` go to templates that render them, and into a
         system prompt for templates that do not."""
+        if self.default_system and not any(m["role"] == "system" for m in messages):
+            messages = [{"role": "system", "content": self.default_system}, *messages]
         if tools and not self.knows_tools:
             messages, tools = with_tool_instructions(messages, tools), None
         try:

@@ -35,6 +35,7 @@ from .types import (
     TextDelta,
     TokenLogprob,
 )
+from .vision import MediaPrompt, VisionProjector, choose_handler, handler_format
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +46,7 @@ class LoadOptions:
     n_threads: int | None = None
     n_gpu_layers: int = 0
     chat_format: str | None = None
+    chat_handler: str | None = None  # multimodal prompt format, see vision.HANDLERS
     verbose: bool = False
 
 
@@ -54,17 +56,27 @@ DEFAULT_CONTEXT_CAP = 4096
 class SerialEngine:
     """Runs one loaded model; `generate` yields events for one request at a time."""
 
-    def __init__(self, llama: Llama, prompter: ChatPrompter, path: Path) -> None:
+    def __init__(
+        self,
+        llama: Llama,
+        prompter: ChatPrompter,
+        path: Path,
+        vision: VisionProjector | None = None,
+    ) -> None:
         self.llama = llama
         self.prompter = prompter
         self.path = path
+        self.vision = vision  # None: the model does not accept images
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama")
         self._eog = llama_cpp.llama_vocab_is_eog
         self._vocab = llama._model.vocab
 
     @classmethod
-    def load(cls, path: Path, options: LoadOptions) -> SerialEngine:
-        """Load the weights (blocking: call it from a worker thread)."""
+    def load(
+        cls, path: Path, options: LoadOptions, projector: Path | None = None
+    ) -> SerialEngine:
+        """Load the weights, and the vision projector when given (blocking: call it from a
+        worker thread)."""
         n_ctx = options.n_ctx
         if n_ctx is None:
             # Ask the header first: a 128k training context would allocate gigabytes of KV.
@@ -79,7 +91,21 @@ class SerialEngine:
             n_gpu_layers=options.n_gpu_layers,
             verbose=options.verbose,
         )
-        return cls(llama, ChatPrompter(llama, options.chat_format), path)
+        if projector is None:
+            return cls(llama, ChatPrompter(llama, options.chat_format), path)
+        try:
+            vision = VisionProjector(projector, llama, options.n_gpu_layers != 0, options.verbose)
+            handler = choose_handler(options.chat_handler, llama, projector)
+        except BaseException:
+            llama.close()
+            raise
+        template, default_system = handler_format(handler)
+        if options.chat_format is not None:
+            template, default_system = None, None
+        prompter = ChatPrompter(llama, options.chat_format, template, default_system)
+        logger.info("vision projector %s, prompts in %s (handler %s)", projector,
+                    prompter.source, handler)
+        return cls(llama, prompter, path, vision)
 
     @property
     def n_ctx(self) -> int:
@@ -132,14 +158,21 @@ class SerialEngine:
         finally:
             cancelled.set()
 
-    def _prompt_tokens(self, request: GenerationRequest) -> tuple[list[int], list[str]]:
+    def _prompt_tokens(
+        self, request: GenerationRequest
+    ) -> tuple[list[int], list[str], MediaPrompt | None]:
         llama = self.llama
         if request.messages is not None:
             rendered = self.prompter.render(request.messages, request.tools)
+            if request.images:
+                if self.vision is None:
+                    raise EngineError("this model does not accept images", param="messages")
+                media = self.vision.tokenize(rendered.text, rendered.add_bos, request.images)
+                return media.tokens, rendered.stop, media
             tokens = llama.tokenize(
                 rendered.text.encode("utf-8"), add_bos=rendered.add_bos, special=True
             )
-            return tokens, rendered.stop
+            return tokens, rendered.stop, None
         prompt = request.prompt
         if isinstance(prompt, list):
             n_vocab = llama.n_vocab()
@@ -155,7 +188,7 @@ class SerialEngine:
             tokens = llama.tokenize((prompt or "").encode("utf-8"), add_bos=add_bos, special=False)
         if request.suffix is not None:
             tokens = self._infill(tokens, request.suffix)
-        return tokens, []
+        return tokens, [], None
 
     def _infill(self, prefix: list[int], suffix: str) -> list[int]:
         """Fill-in-the-middle prompt in llama.cpp's prefix-suffix-middle order."""
@@ -208,12 +241,15 @@ class SerialEngine:
                 rows.extend(logits.copy())
         return rows
 
-    def _reuse_prefix(self, tokens: list[int]) -> int:
+    def _reuse_prefix(self, tokens: list[int], media: MediaPrompt | None = None) -> int:
         """Keep the KV cells of the longest prefix the context already holds (multi-turn
-        chats re-send the whole conversation); returns how many prompt tokens are cached."""
+        chats re-send the whole conversation); returns how many prompt tokens are cached.
+        Image positions are never reused: the same placeholder may stand for another image."""
         llama = self.llama
         cached = llama.input_ids[: llama.n_tokens]
         limit = min(len(cached), len(tokens) - 1)  # at least one token must be decoded
+        if media is not None:
+            limit = min(limit, media.first_media)
         same = cached[:limit] == np.asarray(tokens[:limit], dtype=cached.dtype)
         common = limit if same.all() else int(np.argmin(same))
         if not llama._ctx.kv_cache_seq_rm(-1, common, -1):
@@ -231,16 +267,23 @@ class SerialEngine:
         if cancelled.is_set():  # the client left while queued
             return
         llama = self.llama
-        tokens, template_stops = self._prompt_tokens(request)
-        self._check_fits(len(tokens), request.max_tokens)
-        limit = self.n_ctx - len(tokens)
-        if request.max_tokens is not None:
-            limit = min(limit, request.max_tokens)
-        sampler = build_sampler(llama, request.sampling, request.grammar, tokens)
+        tokens, template_stops, media = self._prompt_tokens(request)
         try:
-            self._generate(request, tokens, template_stops, limit, sampler, emit, cancelled)
+            n_prompt = len(tokens) if media is None else media.n_tokens
+            self._check_fits(n_prompt, request.max_tokens)
+            limit = self.n_ctx - n_prompt
+            if request.max_tokens is not None:
+                limit = min(limit, request.max_tokens)
+            text_tokens = tokens if media is None else [t for t in tokens if t >= 0]
+            sampler = build_sampler(llama, request.sampling, request.grammar, text_tokens)
+            try:
+                self._generate(request, tokens, template_stops, limit, sampler, emit, cancelled,
+                               media)
+            finally:
+                sampler.close()
         finally:
-            sampler.close()
+            if media is not None:
+                media.close()
 
     def _generate(
         self,
@@ -251,6 +294,7 @@ class SerialEngine:
         sampler: LlamaSampler,
         emit: Callable[[Event | BaseException], None],
         cancelled: threading.Event,
+        media: MediaPrompt | None = None,
     ) -> None:
         llama = self.llama
         reader = LogprobReader(llama, request.logprobs or 0)
@@ -259,8 +303,12 @@ class SerialEngine:
         if request.echo:
             self._echo(tokens, want_logprobs, reader, emit)
         else:
-            cached = self._reuse_prefix(tokens)
-            self._decode(tokens[cached:])
+            cached = self._reuse_prefix(tokens, media)
+            if media is None:
+                self._decode(tokens[cached:])
+            else:
+                assert self.vision is not None
+                self.vision.evaluate(media, cached, self._decode)
 
         stops = StopMatcher([*request.stop, *template_stops])
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
@@ -297,8 +345,9 @@ class SerialEngine:
         if tail:
             emit(TextDelta(tail))
         elapsed = time.perf_counter() - started
-        logger.debug("%d prompt + %d completion tokens in %.2fs", len(tokens), generated, elapsed)
-        emit(Finished(reason, len(tokens), generated, logprob_sum))
+        n_prompt = len(tokens) if media is None else media.n_tokens
+        logger.debug("%d prompt + %d completion tokens in %.2fs", n_prompt, generated, elapsed)
+        emit(Finished(reason, n_prompt, generated, logprob_sum))
 
     def _echo(
         self,

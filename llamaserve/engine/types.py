@@ -43,6 +43,15 @@ class SamplingParams:
     logit_bias: dict[int, float] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class ImageInput:
+    """A decoded image: packed 8-bit RGB pixels, row by row."""
+
+    width: int
+    height: int
+    rgb: bytes
+
+
 @dataclass
 class GenerationRequest:
     """One generation: either chat `messages` (rendered with the model's template) or a raw
@@ -59,6 +68,8 @@ class GenerationRequest:
     logprobs: int | None = None  # None: off; k: the chosen token's logprob and the top k
     echo: bool = False  # emit the prompt first (with its logprobs when asked)
     deadline: float | None = None  # time.monotonic() after which generation ends ("length")
+    # One per MEDIA_MARKER in the messages' text, in order (engine/vision.py).
+    images: list[ImageInput] = field(default_factory=list)
 
 
 @dataclass
