@@ -16,6 +16,7 @@ from .api.chat import create_chat_completion
 from .api.completions import create_completion
 from .api.errors import EXCEPTION_HANDLERS, error_body
 from .api.models import list_models, retrieve_model
+from .api.ps import list_running
 from .manager import ModelManager
 from .settings import Settings
 
@@ -74,12 +75,9 @@ class BodyLimitMiddleware:
 
 async def health(request: Request) -> Response:
     manager: ModelManager = request.app.state.manager
+    # Models load on demand and unload when idle: being up is being ready.
     models = [{"id": m.spec.id, "loaded": m.engine is not None} for m in manager.models]
-    ready = all(m["loaded"] for m in models)
-    return JSONResponse(
-        {"status": "ok" if ready else "loading", "models": models},
-        status_code=200 if ready else 503,
-    )
+    return JSONResponse({"status": "ok", "models": models})
 
 
 def _routes() -> list[Route]:
@@ -95,12 +93,14 @@ def _routes() -> list[Route]:
         if not path.endswith("}"):
             routes.append(Route(path + "/", endpoint, methods=methods))
     routes.append(Route("/health", health, methods=["GET"]))
+    routes.append(Route("/api/ps", list_running, methods=["GET"]))
     return routes
 
 
 def create_app(manager: ModelManager, settings: Settings) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await manager.start()
         yield
         manager.close()
 

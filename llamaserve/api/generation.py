@@ -8,6 +8,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
+from contextvars import ContextVar
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -16,18 +17,33 @@ from starlette.responses import StreamingResponse
 
 from .. import __version__
 from ..engine import Event, GenerationRequest, SamplingParams
-from ..manager import ModelManager, ModelNotFoundError, ResidentModel
+from ..manager import ModelManager, ModelNotFoundError, ModelUnavailableError, ResidentModel
+from ..settings import parse_duration
 from .errors import APIError, parse_json, validation_error
 from .schemas import _Sampling
 
 SYSTEM_FINGERPRINT = f"fp_llamaserve_{__version__}"
 RequestT = TypeVar("RequestT", bound=BaseModel)
+# The request's `keep_alive` (Ollama's field), from parse_request to open_generation: both run
+# in the request's own task.
+KEEP_ALIVE: ContextVar[float | None] = ContextVar("keep_alive", default=None)
+
+
+def parse_keep_alive(body: dict[str, Any]) -> float | None:
+    value = body.get("keep_alive")
+    if value is None:
+        return None
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise APIError(400, str(exc), param="keep_alive", code="invalid_value") from exc
 
 
 async def parse_request(request: Request, schema: type[RequestT]) -> RequestT:
     body = parse_json(await request.body())
     if not isinstance(body, dict):
         raise APIError(400, "The request body must be a JSON object.", code="invalid_json")
+    KEEP_ALIVE.set(parse_keep_alive(body))
     try:
         return schema.model_validate(body)
     except ValidationError as exc:
@@ -94,9 +110,11 @@ async def open_generation(
     """
     stack = AsyncExitStack()
     try:
-        model = await stack.enter_async_context(manager.use(model_name))
+        model = await stack.enter_async_context(manager.use(model_name, KEEP_ALIVE.get()))
     except ModelNotFoundError as exc:
         raise APIError(404, str(exc), param="model", code="model_not_found") from exc
+    except ModelUnavailableError as exc:
+        raise APIError(exc.status, str(exc), param="model", code=exc.code) from exc
     try:
         request: GenerationRequest = build(model)
         assert model.engine is not None
