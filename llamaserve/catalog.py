@@ -7,6 +7,7 @@ manager's.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -143,13 +144,38 @@ def load_catalog(path: str | os.PathLike[str] | None = None) -> Catalog:
     return parse_catalog(text, origin=str(catalog_path))
 
 
+HF_REF = re.compile(
+    r"^hf:(?P<repo>[\w.-]+/[\w.-]+)(?::(?P<selector>[^@]+))?(?:@(?P<revision>[^:@]+))?$"
+)
+
+
+@dataclass(frozen=True)
+class HubRef:
+    """`hf:OWNER/REPO[:FILE_OR_QUANT][@REVISION]` as typed: hub.py picks the file, since
+    that needs the repo's file list."""
+
+    repo: str
+    selector: str | None = None  # a file name (ends in .gguf) or a quantisation such as Q4_K_M
+    revision: str = "main"
+
+
+def parse_hub_ref(text: str) -> HubRef:
+    match = HF_REF.match(text)
+    if match is None:
+        raise CatalogError(
+            f"'{text}' is not a Hub reference: write hf:OWNER/REPO, hf:OWNER/REPO:Q4_K_M, "
+            "hf:OWNER/REPO:FILE.gguf, optionally followed by @REVISION"
+        )
+    return HubRef(match["repo"], match["selector"], match["revision"] or "main")
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """A model the server can load: where its files come from and how to run it."""
 
     id: str
     kind: ModelKind
-    source: HubSource | PackageSource | Path
+    source: HubSource | PackageSource | Path | HubRef
     projector: str | None = None
     chat_format: str | None = None
     chat_handler: str | None = None
@@ -159,8 +185,9 @@ class ModelSpec:
 
     @property
     def owned_by(self) -> str:
-        if isinstance(self.source, HubSource):
-            return self.source.hub.split("/", 1)[0]
+        if isinstance(self.source, HubSource | HubRef):
+            repo = self.source.hub if isinstance(self.source, HubSource) else self.source.repo
+            return repo.split("/", 1)[0]
         return "library"
 
     def with_alias(self, alias: str | None) -> ModelSpec:
@@ -172,17 +199,15 @@ class ModelSpec:
 
 
 def resolve(text: str, catalog: Catalog) -> ModelSpec:
-    """Turn what a user typed (a .gguf path or a catalog name/alias) into a ModelSpec."""
+    """Turn what a user typed (a .gguf path, an `hf:` reference or a catalog name/alias) into a
+    ModelSpec."""
+    if text.startswith("hf:"):
+        return ModelSpec(id=text, kind="chat", source=parse_hub_ref(text))
     path = Path(text).expanduser()
     if text.lower().endswith(".gguf") or os.sep in text or path.is_file():
         if not path.is_file():
             raise CatalogError(f"model file not found: {path}")
         return ModelSpec(id=path.stem, kind="chat", source=path.resolve())
-    if text.startswith("hf:"):
-        raise CatalogError(
-            f"'{text}': Hub references are not supported yet; use a catalog name "
-            "(see `llamaserve run --help`) or a path to a .gguf file"
-        )
     found = catalog.lookup(text)
     if found is None:
         known = ", ".join(sorted(catalog.models))

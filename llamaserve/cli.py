@@ -5,15 +5,25 @@ from __future__ import annotations
 import dataclasses
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
+from pydantic import ValidationError
 
 from . import __version__
-from .catalog import CatalogError, load_catalog, resolve
+from .catalog import CatalogError, ModelSpec, load_catalog, resolve
+from .cli_models import pull_options, register
 from .engine import LoadOptions
-from .hub import ModelFilesError, locate
-from .manager import ModelLoadError, ModelManager
+from .hub import ModelFilesError, pull
+from .manager import (
+    Limits,
+    ModelManager,
+    ModelUnavailableError,
+    default_max_memory,
+    resolve_gpu_layers,
+)
 from .observability import configure_logging
 from .settings import Settings
 
@@ -25,11 +35,22 @@ Examples:
   llamaserve run smollm2                      # the bundled tiny model
   llamaserve run smollm2 --alias gpt-4o-mini  # answer to another model name
   llamaserve run ./models/qwen2.5-0.5b-instruct-q4_k_m.gguf --ctx 8192 --port 9000
+  llamaserve run hf:bartowski/Qwen2.5-0.5B-Instruct-GGUF:Q4_K_M   # pulled first if missing
+  llamaserve run smollm2 gemma3-270m          # two models, both resident
   llamaserve run ./llava-v1.5-7b-q4_k.gguf --mmproj ./mmproj-model-f16.gguf  # images too
+  llamaserve run smollm2 --host 0.0.0.0 --api-key SECRET   # reachable from other machines
 \b
 Then, from any OpenAI client:
   curl http://127.0.0.1:8000/v1/chat/completions -H 'Content-Type: application/json' \\
     -d '{"model":"smollm2","messages":[{"role":"user","content":"Say this is a test"}]}'
+"""
+
+SERVE_EXAMPLES = """
+\b
+Examples:
+  llamaserve serve                            # every model of the bundled catalog
+  llamaserve serve --config my-models.yaml --max-memory 8GB --keep-alive 10m
+  llamaserve serve --max-models 2 --keep-alive 0
 """
 
 
@@ -38,6 +59,10 @@ Then, from any OpenAI client:
 \b
 Examples:
   llamaserve run smollm2       # serve the bundled tiny model on http://127.0.0.1:8000/v1/
+  llamaserve pull qwen-vl      # download a catalog model (or hf:OWNER/REPO:Q4_K_M)
+  llamaserve list              # models on this machine
+  llamaserve serve             # every catalog model, loaded on demand
+  llamaserve ps                # what a running server has loaded
   llamaserve run --help        # every option of `run`
 """
 )
@@ -46,139 +71,121 @@ def main() -> None:
     """Serve GGUF models through llama.cpp behind the OpenAI HTTP API."""
 
 
-@main.command(epilog=RUN_EXAMPLES)
-@click.argument("model")
-@click.option("--host", default=None, help="Address to bind.  [default: 127.0.0.1]")
-@click.option("--port", type=int, default=None, help="Port to listen on.  [default: 8000]")
-@click.option(
-    "--alias",
-    default=None,
-    help="Model id in the API.  [default: the catalog name, else the file stem]",
-)
-@click.option(
-    "--ctx",
-    type=click.IntRange(min=16),
-    default=None,
-    help="Context size in tokens (default: the catalog's, else the model's, max 4096).",
-)
-@click.option(
-    "--threads",
-    type=click.IntRange(min=1),
-    default=None,
-    help="CPU threads for llama.cpp.  [default: physical cores]",
-)
-@click.option(
-    "--gpu-layers",
-    type=click.IntRange(min=-1),
-    default=None,
-    help="Layers to offload to the GPU; -1 = all.  [default: 0]",
-)
-@click.option(
-    "--catalog",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="A models.yaml to use instead of the bundled catalog.",
-)
-@click.option(
-    "--mmproj",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    default=None,
-    help="Vision projector GGUF for MODEL: chat messages may then carry images.",
-)
-@click.option(
-    "--block-private-urls",
-    is_flag=True,
-    default=None,
-    help="Refuse image URLs that resolve to private or loopback addresses "
-    "(for servers reachable beyond localhost).",
-)
-@click.option("--api-key", "api_keys", multiple=True,
-              help="Require 'Authorization: Bearer KEY' (repeatable; or LLAMASERVE_API_KEY).")
-@click.option("--api-key-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              default=None, help="A file of accepted API keys, one per line.")
-@click.option("--cors-origin", "cors_origins", multiple=True,
-              help="Allow browser clients from this origin (repeatable; '*' for any).")
-@click.option("--log-format", type=click.Choice(["text", "json"]), default=None,
-              help="Log lines as text or one JSON object per line.  [default: text]")
-@click.option("--request-timeout", type=click.FloatRange(min=0), default=None,
-              help="Seconds a request may generate for; 0 = no limit.  [default: 600]")
-@click.option("--verbose", is_flag=True, default=False,
-              help="Debug logs, with llama.cpp's and uvicorn's own.")
-def run(
-    model: str,
-    host: str | None,
-    port: int | None,
-    alias: str | None,
-    ctx: int | None,
-    threads: int | None,
-    gpu_layers: int | None,
-    catalog: Path | None,
-    api_keys: tuple[str, ...],
-    api_key_file: Path | None,
-    cors_origins: tuple[str, ...],
-    log_format: str | None,
-    request_timeout: float | None,
-    mmproj: Path | None,
-    block_private_urls: bool | None,
-    verbose: bool,
-) -> None:
-    """Load MODEL, keep it resident and serve it over the OpenAI API.
+register(main)
 
-    MODEL is a path to a .gguf file or a name from the catalog (models.yaml), such as smollm2.
-    """
-    flags = {
-        "host": host,
-        "port": port,
-        "ctx": ctx,
-        "threads": threads,
-        "gpu_layers": gpu_layers,
-        "catalog": catalog,
-        "api_keys": list(api_keys) or None,
-        "api_key_file": api_key_file,
-        "cors_origins": list(cors_origins) or None,
-        "log_format": log_format,
-        "request_timeout": request_timeout,
-        "block_private_urls": block_private_urls or None,
-        "verbose": verbose or None,
-    }
-    # Flags given on the command line win over LLAMASERVE_* variables, which win over defaults.
-    settings = Settings(**{k: v for k, v in flags.items() if v is not None})
+
+def server_options(function: Callable[..., None]) -> Callable[..., None]:
+    """The options `run` and `serve` share."""
+    options = [
+        click.option("--host", default=None, help="Address to bind.  [default: 127.0.0.1]"),
+        click.option("--port", type=int, default=None, help="Port to listen on.  [default: 8000]"),
+        click.option(
+            "--ctx",
+            type=click.IntRange(min=16),
+            default=None,
+            help="Context size in tokens (default: the catalog's, else the model's, max 4096).",
+        ),
+        click.option(
+            "--threads",
+            type=click.IntRange(min=1),
+            default=None,
+            help="CPU threads for llama.cpp.  [default: physical cores]",
+        ),
+        click.option(
+            "--gpu-layers",
+            default=None,
+            metavar="auto|N",
+            help="Layers to offload to the GPU; -1 = all, 0 = none, auto = all when llama.cpp "
+            "was built with CUDA/Metal/Vulkan.  [default: auto]",
+        ),
+        click.option(
+            "--max-memory",
+            default=None,
+            metavar="SIZE",
+            help="Memory budget for resident models, e.g. 8GB; least recently used idle models "
+            "are unloaded to stay under it.  [default: 80% of the memory free at start]",
+        ),
+        click.option(
+            "--max-models",
+            type=click.IntRange(min=1),
+            default=None,
+            help="Most models resident at once.  [default: no limit]",
+        ),
+        click.option(
+            "--keep-alive",
+            default=None,
+            metavar="DURATION",
+            help="How long an idle model stays loaded: 5m, 1h, 0 = unload after each request, "
+            "-1 = forever.  [default: -1 for run, 5m for serve]",
+        ),
+        click.option("--api-key", "api_keys", multiple=True,
+                     help="Require 'Authorization: Bearer KEY' (repeatable; or "
+                     "LLAMASERVE_API_KEY)."),
+        click.option("--api-key-file", type=click.Path(exists=True, dir_okay=False,
+                                                        path_type=Path),
+                     default=None, help="A file of accepted API keys, one per line."),
+        click.option("--cors-origin", "cors_origins", multiple=True,
+                     help="Allow browser clients from this origin (repeatable; '*' for any)."),
+        click.option("--log-format", type=click.Choice(["text", "json"]), default=None,
+                     help="Log lines as text or one JSON object per line.  [default: text]"),
+        click.option("--request-timeout", type=click.FloatRange(min=0), default=None,
+                     help="Seconds a request may generate for; 0 = no limit.  [default: 600]"),
+        click.option("--block-private-urls", is_flag=True, default=None,
+                     help="Refuse image URLs that resolve to private or loopback addresses "
+                     "(for servers reachable beyond localhost)."),
+        click.option("--verbose", is_flag=True, default=False,
+                     help="Debug logs, with llama.cpp's and uvicorn's own."),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+def make_settings(**flags: Any) -> Settings:
+    """Flags given on the command line win over LLAMASERVE_* variables, which win over
+    defaults."""
+    for name in ("verbose", "block_private_urls"):
+        flags[name] = flags.get(name) or None
+    for name in ("api_keys", "cors_origins"):
+        flags[name] = list(flags.get(name) or ()) or None
+    try:
+        settings = Settings(**{k: v for k, v in flags.items() if v is not None})
+    except ValidationError as exc:
+        problems = "; ".join(f"--{'-'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg']}"
+                             for e in exc.errors())
+        raise click.UsageError(problems) from exc
     configure_logging(settings.verbose, settings.log_format)
     if not settings.keys() and settings.host not in LOOPBACK_HOSTS:
         click.echo(f"warning: serving on {settings.host} without an API key: anyone who can "
                    "reach this address can use the model. Pass --api-key KEY.", err=True)
-    try:
-        spec = resolve(model, load_catalog(settings.catalog)).with_alias(alias)
-        files = locate(spec, projector_override=mmproj)
-    except (CatalogError, ModelFilesError) as exc:
-        raise click.ClickException(str(exc)) from exc
+    return settings
 
-    if files.projector is not None:
-        spec = dataclasses.replace(spec, kind="vision")
-    manager = ModelManager()
-    manager.add(
-        spec,
-        files,
-        LoadOptions(
-            n_ctx=settings.ctx or spec.context,
-            n_threads=settings.threads,
-            n_gpu_layers=settings.gpu_layers,
-            chat_format=spec.chat_format,
-            chat_handler=spec.chat_handler,
-            verbose=settings.verbose,
-        ),
+
+def make_manager(settings: Settings, keep_alive: float) -> ModelManager:
+    keep = settings.keep_alive if settings.keep_alive is not None else keep_alive
+    budget = settings.max_memory if settings.max_memory is not None else default_max_memory()
+    return ModelManager(Limits(max_memory=budget, max_models=settings.max_models,
+                               keep_alive=keep))
+
+
+def load_options(settings: Settings, spec: ModelSpec) -> LoadOptions:
+    return LoadOptions(
+        n_ctx=settings.ctx or spec.context,
+        n_threads=settings.threads,
+        n_gpu_layers=resolve_gpu_layers(settings.gpu_layers),
+        chat_format=spec.chat_format,
+        chat_handler=spec.chat_handler,
+        verbose=settings.verbose,
     )
-    try:
-        manager.load_all()
-    except ModelLoadError as exc:
-        raise click.ClickException(str(exc)) from exc
 
+
+def serve_app(manager: ModelManager, settings: Settings, what: str) -> None:
     import uvicorn
 
     from .server import create_app
 
     app = create_app(manager, settings)
-    click.echo(f"serving {spec.id} at http://{settings.host}:{settings.port}/v1/", err=True)
+    click.echo(f"serving {what} at http://{settings.host}:{settings.port}/v1/", err=True)
     # uvicorn stops accepting on SIGINT/SIGTERM, lets running requests finish (up to the
     # grace period), then raises the signal again for the previous handler: make that handler
     # a no-op so we get here, free the models and exit 0 instead of dying by the signal.
@@ -193,6 +200,89 @@ def run(
         timeout_graceful_shutdown=settings.shutdown_grace,
     )
     manager.close()
+
+
+@main.command(epilog=RUN_EXAMPLES)
+@click.argument("models", nargs=-1, required=True, metavar="MODEL...")
+@click.option(
+    "--alias",
+    default=None,
+    help="Model id in the API.  [default: the catalog name, else the file stem]",
+)
+@click.option(
+    "--catalog",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="A models.yaml to use instead of the bundled catalog.",
+)
+@click.option(
+    "--mmproj",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Vision projector GGUF for MODEL: chat messages may then carry images.",
+)
+@server_options
+def run(models: tuple[str, ...], alias: str | None, catalog: Path | None, mmproj: Path | None,
+        **flags: Any) -> None:
+    """Load MODEL (several may be given), keep it resident and serve it over the OpenAI API.
+
+    MODEL is a path to a .gguf file, a name from the catalog (models.yaml) such as smollm2, or
+    a Hugging Face reference hf:OWNER/REPO[:QUANT_OR_FILE][@REVISION]. A model that is not
+    downloaded yet is pulled first.
+    """
+    settings = make_settings(catalog=catalog, **flags)
+    for option, value in (("--alias", alias), ("--mmproj", mmproj)):
+        if value and len(models) > 1:
+            raise click.UsageError(f"{option} applies to one model; give it with a single MODEL")
+    try:
+        known = load_catalog(settings.catalog)
+        specs = [resolve(model, known) for model in models]
+        specs[0] = specs[0].with_alias(alias)
+        pulled = [(spec, pull(spec, pull_options())) for spec in specs]
+    except (CatalogError, ModelFilesError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    if mmproj is not None:
+        spec, files = pulled[0]
+        pulled[0] = (spec, dataclasses.replace(files, projector=mmproj))
+    # a projector makes a vision model, whatever the catalog or the file name said
+    pulled = [(dataclasses.replace(spec, kind="vision") if files.projector else spec, files)
+              for spec, files in pulled]
+    manager = make_manager(settings, keep_alive=-1)
+    try:
+        for spec, files in pulled:
+            manager.add(spec, files, load_options(settings, spec))
+        manager.load_all()
+    except (ValueError, ModelUnavailableError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    serve_app(manager, settings, ", ".join(spec.id for spec, _ in pulled))
+
+
+@main.command(epilog=SERVE_EXAMPLES)
+@click.option(
+    "--config",
+    "--catalog",
+    "catalog",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="The models.yaml whose models to serve.  [default: the bundled catalog]",
+)
+@server_options
+def serve(catalog: Path | None, **flags: Any) -> None:
+    """Serve every model of the catalog on demand.
+
+    A model loads on its first request (concurrent first requests share one load) and stays
+    resident for --keep-alive; Hub models must be pulled first (`llamaserve pull NAME`).
+    """
+    settings = make_settings(catalog=catalog, **flags)
+    try:
+        known = load_catalog(settings.catalog)
+    except CatalogError as exc:
+        raise click.ClickException(str(exc)) from exc
+    manager = make_manager(settings, keep_alive=300)
+    for name in known.models:
+        spec = resolve(name, known)
+        manager.add(spec, None, load_options(settings, spec))
+    serve_app(manager, settings, f"{len(known.models)} catalog models on demand")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,30 +1,66 @@
 """Getting a model's files onto disk: files shipped by pip packages and Hugging Face Hub files.
 
-Hub files go through `huggingface_hub` into the standard Hugging Face cache, never through a
-downloader of our own.
+Hub files go through `huggingface_hub` into the standard Hugging Face cache (shared with other
+HF tools), never through a downloader of our own: it resumes interrupted transfers and honours
+HF_ENDPOINT, HF_HOME, HF_TOKEN and HF_HUB_OFFLINE. It does not check what it downloaded
+against the Hub's LFS hash, so `fetch_file` does, and deletes a file that does not match.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import importlib
 import importlib.util
 import logging
-from dataclasses import dataclass
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from .catalog import HubSource, ModelSpec, PackageSource
+from .catalog import HubRef, HubSource, ModelSpec, PackageSource
+from .gguf_info import SPLIT_PATTERN, split_parts
 
 logger = logging.getLogger(__name__)
+SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+GIT_SHA1_HEX = re.compile(r"^[0-9a-f]{40}$")
 
 
 class ModelFilesError(RuntimeError):
     """A model's files are missing and cannot be fetched; the message says what to do."""
 
 
+class NotDownloadedError(ModelFilesError):
+    """A Hub model that is not in the cache, when downloading is not allowed."""
+
+
+class AmbiguousFileError(ModelFilesError):
+    """An `hf:` reference that matches several GGUF files."""
+
+    def __init__(self, message: str, ref: HubRef, candidates: list[str]) -> None:
+        super().__init__(message)
+        self.ref = ref
+        self.candidates = candidates
+
+
+class HashMismatchError(ModelFilesError):
+    """A downloaded file whose SHA-256 is not the one the Hub or the catalog announced."""
+
+
 @dataclass(frozen=True)
 class ModelFiles:
     weights: Path
     projector: Path | None = None
+
+
+@dataclass
+class PullOptions:
+    """How to report a pull: `tqdm_class` draws the progress bars (None: huggingface_hub's
+    own), `notify` receives one line per event worth telling a person (offline, cached...)."""
+
+    tqdm_class: Any = None
+    notify: Callable[[str], None] = field(default=logger.info)
 
 
 def _package_dir(source: PackageSource) -> Path | None:
@@ -37,6 +73,10 @@ def _package_dir(source: PackageSource) -> Path | None:
     if spec is None or not spec.submodule_search_locations:
         return None
     return Path(next(iter(spec.submodule_search_locations)))
+
+
+def package_installed(source: PackageSource) -> bool:
+    return _package_dir(source) is not None
 
 
 def locate_package_file(source: PackageSource, model_id: str) -> Path:
@@ -63,39 +103,320 @@ def locate_package_file(source: PackageSource, model_id: str) -> Path:
         raise ModelFilesError(f"model '{model_id}': assembling its file failed: {exc}") from exc
 
 
-def locate_hub_file(source: HubSource, filename: str, model_id: str) -> Path:
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+def is_offline() -> bool:
+    from huggingface_hub import constants
+
+    return bool(constants.is_offline_mode())
+
+
+def cached_file(repo: str, filename: str, revision: str = "main") -> Path | None:
+    """The file from the Hugging Face cache, or None; never touches the network."""
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(repo, filename, revision=revision)
+    return Path(found) if isinstance(found, str) and Path(found).is_file() else None
+
+
+def cached_repo_files(repo: str) -> list[str]:
+    """Files of `repo` present in the cache, over every cached revision."""
+    from huggingface_hub import scan_cache_dir
+    from huggingface_hub.errors import CacheNotFound
 
     try:
-        return Path(
-            hf_hub_download(source.hub, filename, revision=source.revision, local_files_only=True)
+        cache = scan_cache_dir()
+    except CacheNotFound:
+        return []
+    names: set[str] = set()
+    for cached in cache.repos:
+        if cached.repo_id == repo and cached.repo_type == "model":
+            for revision in cached.revisions:
+                names.update(str(f.file_path.relative_to(revision.snapshot_path))
+                             for f in revision.files)
+    return sorted(names)
+
+
+def is_projector(filename: str) -> bool:
+    return "mmproj" in filename.lower()
+
+
+def _gguf_candidates(filenames: list[str]) -> list[str]:
+    """Model GGUFs a user can pick: no projectors, split models by their first part only."""
+    picks = []
+    for name in filenames:
+        if not name.endswith(".gguf") or is_projector(name):
+            continue
+        split = SPLIT_PATTERN.match(name.rsplit("/", 1)[-1])
+        if split is None or int(split["part"]) == 1:
+            picks.append(name)
+    return sorted(picks)
+
+
+def choose_file(ref: HubRef, filenames: list[str]) -> str:
+    """The GGUF an `hf:` reference means: the named file, the one file whose name carries the
+    quantisation (Q4_K_M matches `...-Q4_K_M.gguf`, not `...-Q4_K_S.gguf`), or the only one."""
+    candidates = _gguf_candidates(filenames)
+    base = f"hf:{ref.repo}"
+    if not candidates:
+        raise ModelFilesError(f"{ref.repo} has no GGUF model files; pick a repo with .gguf files")
+    listing = "\n".join(f"  {base}:{name}" for name in candidates)
+    selector = ref.selector
+    if selector is not None and selector.lower().endswith(".gguf"):
+        matches = [n for n in candidates if n == selector or n.rsplit("/", 1)[-1] == selector]
+        if not matches:
+            raise ModelFilesError(
+                f"{ref.repo} has no file '{selector}'; its GGUF files:\n{listing}"
+            )
+        return matches[0]
+    if selector is not None:
+        quant = re.compile(rf"(?<![A-Za-z0-9]){re.escape(selector)}(?![A-Za-z0-9_])", re.I)
+        matches = [n for n in candidates if quant.search(n.rsplit("/", 1)[-1])]
+        if not matches:
+            raise ModelFilesError(
+                f"no GGUF file in {ref.repo} carries '{selector}' in its name; pick one of:\n"
+                f"{listing}"
+            )
+        candidates = matches
+    if len(candidates) > 1:
+        raise AmbiguousFileError(
+            f"{ref.repo} has {len(candidates)} GGUF files; name one "
+            f"(e.g. {base}:{candidates[0]}):\n{listing}",
+            ref,
+            candidates,
         )
-    except LocalEntryNotFoundError:
-        pass
-    logger.info("downloading %s from %s@%s", filename, source.hub, source.revision)
+    return candidates[0]
+
+
+def pin(spec: ModelSpec, *, online: bool = True) -> ModelSpec:
+    """A spec whose `hf:` reference is turned into a concrete Hub file (listing the repo on
+    the Hub, or in the cache when offline or `online` is False)."""
+    ref = spec.source
+    if not isinstance(ref, HubRef):
+        return spec
+    filenames: list[str] | None = None
+    if online and not is_offline():
+        from huggingface_hub import HfApi
+        from huggingface_hub.errors import HfHubHTTPError
+
+        try:
+            info = HfApi().model_info(ref.repo, revision=ref.revision)
+            filenames = [sibling.rfilename for sibling in info.siblings or []]
+        except HfHubHTTPError as exc:
+            raise ModelFilesError(_http_failure(spec.id, ref.repo, exc)) from exc
+        except Exception as exc:  # noqa: BLE001 - the transport's errors differ by HF version
+            logger.info("listing %s on the Hub failed (%s); using the cache", ref.repo, exc)
+    if filenames is None:
+        filenames = cached_repo_files(ref.repo)
+        if not filenames:
+            raise NotDownloadedError(
+                f"model '{spec.id}' is not downloaded and the Hub cannot be asked which files "
+                f"{ref.repo} has: run `llamaserve pull {spec.id}` while online"
+            )
+    chosen = choose_file(ref, filenames)
+    source = HubSource(hub=ref.repo, file=chosen, revision=ref.revision)
+    return dataclasses.replace(spec, source=source)
+
+
+def _http_failure(model_id: str, repo: str, exc: Exception) -> str:
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        GatedRepoError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    if isinstance(exc, GatedRepoError) or getattr(
+        getattr(exc, "response", None), "status_code", None
+    ) in (401, 403):
+        return (
+            f"model '{model_id}': {repo} is gated or private; accept its terms on the Hub and "
+            "set HF_TOKEN to a token that may read it"
+        )
+    if isinstance(exc, RepositoryNotFoundError):
+        return f"model '{model_id}': the Hub has no repo {repo} (or it is private: set HF_TOKEN)"
+    if isinstance(exc, RevisionNotFoundError):
+        return f"model '{model_id}': {repo} has no such revision; check the part after '@'"
+    if isinstance(exc, EntryNotFoundError):
+        return f"model '{model_id}': {repo} has no such file; check the catalog entry"
+    return f"model '{model_id}': the Hub answered with an error for {repo}: {exc}"
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        while chunk := stream.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def git_sha1_of(path: Path) -> str:
+    """The git blob id, which the Hub sends as the ETag of files not stored in LFS."""
+    digest = hashlib.sha1(f"blob {path.stat().st_size}\0".encode())  # noqa: S324 - git's id
+    with path.open("rb") as stream:
+        while chunk := stream.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _discard(snapshot_path: Path) -> None:
+    """Remove a cached file: the snapshot entry and the blob it points at."""
+    blob = snapshot_path.resolve()
+    for path in {snapshot_path, blob}:
+        path.unlink(missing_ok=True)
+
+
+def _verify(path: Path, expected: str, origin: str, model_id: str) -> None:
+    actual = sha256_of(path.resolve()) if SHA256_HEX.match(expected) else git_sha1_of(path)
+    if actual != expected:
+        _discard(path)
+        raise HashMismatchError(
+            f"model '{model_id}': {path.name} is corrupt: its SHA-256 is {actual}, {origin} "
+            f"says {expected}. The file was deleted; run `llamaserve pull {model_id}` again"
+        )
+
+
+def _named_bar(base: Any, filename: str) -> Any:
+    """The progress bar class, labelled with the file's name (huggingface_hub labels it with
+    the end of the download URL, which for LFS files is a hash)."""
+    from huggingface_hub.utils import tqdm as hf_tqdm
+
+    base = base or hf_tqdm
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:  # noqa: N807
+        base.__init__(self, *args, **{**kwargs, "desc": filename})
+
+    return type(f"{base.__name__}For{filename}", (base,), {"__init__": __init__})
+
+
+def fetch_file(
+    repo: str,
+    filename: str,
+    revision: str,
+    model_id: str,
+    options: PullOptions,
+    pinned_sha256: str | None = None,
+) -> Path:
+    """One file in the cache, downloaded and verified when missing; the cache alone when
+    offline or when the Hub cannot be reached (saying so)."""
+    from huggingface_hub import get_hf_file_metadata, hf_hub_download, hf_hub_url
+    from huggingface_hub.errors import HfHubHTTPError
+
+    def from_cache(why: str) -> Path:
+        found = cached_file(repo, filename, revision)
+        if found is None:
+            raise NotDownloadedError(
+                f"model '{model_id}' is not downloaded ({repo}/{filename}) and {why}: "
+                f"run `llamaserve pull {model_id}` once the Hub is reachable"
+            )
+        options.notify(f"{why}: using the cached {filename}")
+        return found
+
+    if is_offline():
+        return from_cache("offline mode is on (HF_HUB_OFFLINE)")
     try:
-        return Path(hf_hub_download(source.hub, filename, revision=source.revision))
-    except LocalEntryNotFoundError as exc:
-        raise ModelFilesError(
-            f"model '{model_id}' is not downloaded and the Hugging Face Hub cannot be reached "
-            f"({source.hub}/{filename}); connect to the network or set HF_ENDPOINT to a mirror"
-        ) from exc
+        meta = get_hf_file_metadata(hf_hub_url(repo, filename, revision=revision))
     except HfHubHTTPError as exc:
-        raise ModelFilesError(
-            f"model '{model_id}': downloading {source.hub}/{filename} failed: {exc}"
-        ) from exc
+        raise ModelFilesError(_http_failure(model_id, repo, exc)) from exc
+    except Exception as exc:  # noqa: BLE001 - the transport's errors differ by HF version
+        logger.debug("HEAD %s/%s failed: %r", repo, filename, exc)
+        return from_cache(f"the Hugging Face Hub cannot be reached ({type(exc).__name__})")
+
+    etag = (meta.etag or "").strip('"').removeprefix("W/").strip('"').lower()
+    if pinned_sha256 and SHA256_HEX.match(etag) and etag != pinned_sha256:
+        raise HashMismatchError(
+            f"model '{model_id}': the Hub's {repo}/{filename} has SHA-256 {etag}, but the catalog "
+            f"pins {pinned_sha256}: the file changed upstream; update the catalog's sha256 (or "
+            "its revision) after checking the new file"
+        )
+    present = cached_file(repo, filename, meta.commit_hash or revision)
+    if present is not None and (present.resolve().name == etag or not etag):
+        options.notify(f"{filename} is already downloaded")
+        return present
+    try:
+        path = Path(hf_hub_download(repo, filename, revision=revision,
+                                    tqdm_class=_named_bar(options.tqdm_class, filename)))
+    except HfHubHTTPError as exc:
+        raise ModelFilesError(_http_failure(model_id, repo, exc)) from exc
+    except OSError as exc:
+        raise ModelFilesError(f"model '{model_id}': downloading {filename} failed: {exc}") from exc
+    # The cache names a blob after the ETag the Hub gave for it (the LFS SHA-256).
+    blob_name = path.resolve().name if path.is_symlink() else etag
+    if pinned_sha256:
+        _verify(path, pinned_sha256, "the catalog", model_id)
+    elif SHA256_HEX.match(blob_name) or GIT_SHA1_HEX.match(blob_name):
+        _verify(path, blob_name, "the Hub", model_id)
+    else:
+        logger.warning("%s: the Hub sent no hash to check it against", filename)
+    options.notify(f"{filename} downloaded and verified")
+    return path
+
+
+def _hub_files(spec: ModelSpec, get: Callable[[str, str | None], Path]) -> ModelFiles:
+    source = spec.source
+    assert isinstance(source, HubSource)
+    parts = split_parts(Path(source.file))
+    weights = get(source.file, source.sha256)
+    for part in parts[1:]:  # split GGUFs: every part, loaded through the first
+        get(str(part), None)
+    projector = get(spec.projector, None) if spec.projector else None
+    return ModelFiles(weights=weights, projector=projector)
+
+
+def pull(spec: ModelSpec, options: PullOptions | None = None) -> ModelFiles:
+    """Make the model's files present (downloading and verifying what is missing)."""
+    options = options or PullOptions()
+    if isinstance(spec.source, Path):
+        if not spec.source.is_file():
+            raise ModelFilesError(f"model file not found: {spec.source}")
+        return ModelFiles(weights=spec.source)
+    if isinstance(spec.source, PackageSource):
+        return ModelFiles(weights=locate_package_file(spec.source, spec.id))
+    spec = pin(spec)
+    source = spec.source
+    assert isinstance(source, HubSource)
+    return _hub_files(
+        spec,
+        lambda name, sha: fetch_file(source.hub, name, source.revision, spec.id, options, sha),
+    )
+
+
+def locate_cached(spec: ModelSpec) -> ModelFiles:
+    """The model's files if they are on disk, without any network access."""
+    if not isinstance(spec.source, HubSource | HubRef):
+        return pull(spec)
+    spec = pin(spec, online=False)
+    source = spec.source
+    assert isinstance(source, HubSource)
+
+    def get(name: str, _sha: str | None) -> Path:
+        found = cached_file(source.hub, name, source.revision)
+        if found is None:
+            raise NotDownloadedError(
+                f"model '{spec.id}' is not downloaded: run `llamaserve pull {spec.id}`"
+            )
+        return found
+
+    return _hub_files(spec, get)
 
 
 def locate(spec: ModelSpec, projector_override: Path | None = None) -> ModelFiles:
     """Paths of the model's weights (and projector), fetching them first when needed."""
+    files = pull(spec)
+    if projector_override is not None:
+        return ModelFiles(weights=files.weights, projector=projector_override)
+    return files
+
+
+def is_local(spec: ModelSpec) -> bool:
+    """Whether the model can be loaded without downloading (cheap: no hashing, no network)."""
     source = spec.source
     if isinstance(source, Path):
-        return ModelFiles(weights=source, projector=projector_override)
+        return source.is_file()
     if isinstance(source, PackageSource):
-        return ModelFiles(locate_package_file(source, spec.id), projector_override)
-    weights = locate_hub_file(source, source.file, spec.id)
-    projector = projector_override
-    if projector is None and spec.projector:
-        projector = locate_hub_file(source, spec.projector, spec.id)
-    return ModelFiles(weights=weights, projector=projector)
+        package_dir = _package_dir(source)
+        return package_dir is not None and (source.file is None or
+                                            (package_dir / source.file).is_file())
+    try:
+        locate_cached(spec)
+    except ModelFilesError:
+        return False
+    return True

@@ -1,21 +1,30 @@
-"""Which models are resident, and handing them to requests.
+"""Which models are resident, and handing them to requests (Ollama's scheduler, in small).
 
-`llamaserve run` loads its models at start and keeps them resident; handlers borrow one with
-`async with manager.use(name) as engine`, which counts the request as in flight.
+Every model the server answers to is registered here; it is loaded on its first request (or at
+start for `llamaserve run`) and stays resident for its keep-alive. Handlers borrow one with
+`async with manager.use(name) as model`, which counts the request as in flight: a model with
+a request in flight is never unloaded. Before a load the manager estimates the model's memory
+from its GGUF header and unloads the least recently used idle models until it fits the
+budget (`--max-memory`) and the count limit (`--max-models`). Loads happen one at a time, so
+concurrent first requests for a model share one load.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Any
 
 from .catalog import ModelSpec
 from .engine import LoadOptions, SerialEngine
 from .engine.embedding import Embedder, is_embedding_model, read_metadata
-from .hub import ModelFiles
+from .gguf_info import GGUFError, MemoryEstimate, ModelInfo, human_bytes, read_model_info
+from .hub import ModelFiles, ModelFilesError, NotDownloadedError, locate_cached
 
 logger = logging.getLogger(__name__)
 
@@ -40,21 +49,95 @@ class EmbeddingModelError(ValueError):
         self.name = name
 
 
-class ModelLoadError(RuntimeError):
-    """A model file that llama.cpp refused to load; the message names the file."""
+class ModelUnavailableError(RuntimeError):
+    """A served model that cannot be used now; `status` and `code` are for the HTTP answer."""
+
+    status = 503
+    code = "model_unavailable"
+
+
+class ModelNotDownloadedError(ModelUnavailableError):
+    status = 404
+    code = "model_not_downloaded"
+
+
+class ModelTooLargeError(ModelUnavailableError):
+    """The model needs more memory than the whole budget: retrying will not help."""
+
+    code = "insufficient_memory"
+
+
+class ModelBusyError(ModelUnavailableError):
+    """Loading the model needs memory held by models with requests in flight."""
+
+    code = "model_busy"
+
+
+class ModelLoadError(ModelUnavailableError):
+    """A model file that llama.cpp refused to load; the message names the file. A 503: the
+    server and its other models keep serving."""
+
+    status = 503
+    code = "model_load_failed"
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_memory: int | None = None  # bytes; None: no budget
+    max_models: int | None = None
+    keep_alive: float = 300.0  # seconds idle before unloading; 0: at once; negative: never
+
+
+def resident_bytes() -> int | None:
+    """This process's resident memory (Linux), to measure what a load really took."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def default_max_memory(fraction: float = 0.8) -> int | None:
+    """A fraction of the memory available now (MemAvailable on Linux, free pages elsewhere)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(int(line.split()[1]) * 1024 * fraction)
+    except (OSError, ValueError):
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") * fraction)
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def resolve_gpu_layers(value: int | str) -> int:
+    """`auto`: every layer when llama.cpp was built with a GPU backend, else none."""
+    if value != "auto":
+        return int(value)
+    import llama_cpp
+
+    return -1 if llama_cpp.llama_supports_gpu_offload() else 0
 
 
 @dataclass
 class ResidentModel:
     spec: ModelSpec
-    files: ModelFiles
     options: LoadOptions
+    files: ModelFiles | None = None  # None until located (on the first request)
+    keep_alive: float = -1.0  # seconds; negative: forever
     engine: SerialEngine | None = None
     # Embeddings: the only context of an embedding model; made on first use for a chat model.
     embedder: Embedder | None = None
     embedding_only: bool = False
+    info: ModelInfo | None = None
+    estimate: MemoryEstimate | None = None
+    measured_bytes: int | None = None  # growth of the process's RSS during the load
     in_flight: int = 0
-    load_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    last_used: float = 0.0  # time.monotonic()
+    expires_at: float | None = None  # time.monotonic() deadline; None: never (or busy)
+    loads: int = 0
 
     @property
     def loaded(self) -> bool:
@@ -62,41 +145,115 @@ class ResidentModel:
 
     @property
     def created(self) -> int:
-        return int(self.files.weights.stat().st_mtime)
+        return int(self.files.weights.stat().st_mtime) if self.files is not None else 0
+
+    @property
+    def footprint(self) -> int:
+        return self.estimate.total if self.estimate is not None else 0
 
 
 class ModelManager:
-    def __init__(self) -> None:
+    def __init__(self, limits: Limits | None = None) -> None:
+        self.limits = limits or Limits()
         self._models: dict[str, ResidentModel] = {}
+        self._load_lock: asyncio.Lock | None = None
+        self._wake: asyncio.Event | None = None
+        self._reaper: asyncio.Task[None] | None = None
 
-    def add(self, spec: ModelSpec, files: ModelFiles, options: LoadOptions) -> None:
+    def add(
+        self,
+        spec: ModelSpec,
+        files: ModelFiles | None,
+        options: LoadOptions,
+        keep_alive: float | None = None,
+    ) -> ResidentModel:
+        """Register a model (`files` None: located on first use); keep_alive None: the
+        manager's default."""
         for name in (spec.id, *spec.aliases):
             if self.find(name) is not None:
                 raise ValueError(f"two served models answer to the name '{name}'")
-        self._models[spec.id] = ResidentModel(spec, files, options)
+        model = ResidentModel(spec, options, files)
+        model.keep_alive = self.limits.keep_alive if keep_alive is None else keep_alive
+        self._models[spec.id] = model
+        return model
 
     @property
     def models(self) -> list[ResidentModel]:
         return list(self._models.values())
+
+    @property
+    def loaded(self) -> list[ResidentModel]:
+        return [m for m in self._models.values() if m.loaded]
 
     def find(self, name: str) -> ResidentModel | None:
         if name in self._models:
             return self._models[name]
         return next((m for m in self._models.values() if name in m.spec.aliases), None)
 
-    def load_all(self) -> None:
-        """Load every model now (blocking; `run` does this before it starts serving)."""
-        for model in self._models.values():
-            if not model.loaded:
-                self._load(model)
+    # -- planning: pure decisions on the current state, no awaiting in between --------------
 
-    @staticmethod
-    def _load(model: ResidentModel) -> None:
+    def _prepare(self, model: ResidentModel) -> None:
+        """Locate the files and estimate the memory (blocking: header read, maybe a hash)."""
+        if model.files is None:
+            try:
+                model.files = locate_cached(model.spec)
+            except NotDownloadedError as exc:
+                raise ModelNotDownloadedError(str(exc)) from exc
+            except ModelFilesError as exc:
+                raise ModelUnavailableError(str(exc)) from exc
+        if model.estimate is None:
+            try:
+                model.info = read_model_info(model.files.weights)
+            except GGUFError as exc:
+                raise ModelLoadError(f"cannot load model '{model.spec.id}': {exc}") from exc
+            model.estimate = model.info.estimate(model.options.n_ctx or model.spec.context)
+
+    def _victims(self, model: ResidentModel) -> list[ResidentModel]:
+        """Idle models to unload, least recently used first, so that `model` fits."""
+        need, budget = model.footprint, self.limits.max_memory
+        if budget is not None and need > budget:
+            assert model.estimate is not None
+            est = model.estimate
+            raise ModelTooLargeError(
+                f"model '{model.spec.id}' needs about {human_bytes(need)} (weights "
+                f"{human_bytes(est.weights)}, KV cache for {est.context} tokens "
+                f"{human_bytes(est.kv_cache)}, compute {human_bytes(est.compute)}) but the memory "
+                f"budget is {human_bytes(budget)}: raise --max-memory, lower --ctx, or use a "
+                "smaller quantisation"
+            )
+        resident = sorted(self.loaded, key=lambda m: m.last_used)
+        used = sum(m.footprint for m in resident)
+        count = len(resident)
+        victims: list[ResidentModel] = []
+        for candidate in resident:
+            fits = budget is None or used + need <= budget
+            if fits and (self.limits.max_models is None or count < self.limits.max_models):
+                break
+            if candidate.in_flight == 0:
+                victims.append(candidate)
+                used -= candidate.footprint
+                count -= 1
+        fits = budget is None or used + need <= budget
+        if not fits or (self.limits.max_models is not None and count >= self.limits.max_models):
+            busy = ", ".join(m.spec.id for m in resident if m.in_flight)
+            raise ModelBusyError(
+                f"model '{model.spec.id}' cannot be loaded now: it needs "
+                f"{human_bytes(need)} and the resident models with requests in flight ({busy}) "
+                "hold the rest of the budget; retry when they finish, or raise --max-memory / "
+                "--max-models"
+            )
+        return victims
+
+    def _load(self, model: ResidentModel) -> None:
+        """Load the weights: an embedding context for an embedding model (the catalog says so,
+        or, for a bare .gguf, its header), else a text engine with the projector if any."""
+        assert model.files is not None
         path = model.files.weights
-        logger.info("loading %s from %s (%d threads)", model.spec.id, path,
+        logger.info("loading %s from %s (%s, %d threads)", model.spec.id, path,
+                    human_bytes(model.footprint) if model.estimate else "size unknown",
                     model.options.n_threads or 0)
+        before = resident_bytes()
         try:
-            # The catalog says which models embed; for a bare .gguf path the header does.
             if model.spec.kind == "embedding" or is_embedding_model(read_metadata(path)):
                 model.embedder = Embedder.load(path, model.options, chat_model=False)
                 model.embedding_only = True
@@ -104,9 +261,13 @@ class ModelManager:
                 model.engine = SerialEngine.load(path, model.options, model.files.projector)
         except (ValueError, RuntimeError, OSError) as exc:
             raise ModelLoadError(f"cannot load model '{model.spec.id}' from {path}: {exc}") from exc
+        after = resident_bytes()
+        model.measured_bytes = after - before if before is not None and after else None
+        model.loads += 1
 
     @staticmethod
     def _load_embedder(model: ResidentModel) -> Embedder:
+        assert model.files is not None
         path = model.files.weights
         logger.info("creating an embedding context for %s", model.spec.id)
         try:
@@ -114,37 +275,154 @@ class ModelManager:
         except (ValueError, RuntimeError, OSError) as exc:
             raise ModelLoadError(f"cannot load model '{model.spec.id}' from {path}: {exc}") from exc
 
-    @asynccontextmanager
-    async def use(self, name: str, *, embeddings: bool = False) -> AsyncIterator[ResidentModel]:
-        """The model answering to `name`, loaded, counted as in use until the block ends.
+    def _detach(self, model: ResidentModel, why: str) -> list[SerialEngine | Embedder]:
+        """Take the model's contexts out of service; the caller closes them."""
+        contexts = [c for c in (model.engine, model.embedder) if c is not None]
+        model.engine, model.embedder, model.expires_at = None, None, None
+        if contexts:
+            logger.info("unloading %s (%s)", model.spec.id, why)
+        return contexts
 
-        With `embeddings`, its `embedder` is ready too; without, its `engine` (text generation),
-        else EmbeddingModelError.
-        """
+    # -- blocking use (llamaserve run, before the server starts) -----------------------------
+
+    def load_all(self) -> None:
+        """Load every registered model now, in order (blocking)."""
+        for model in self._models.values():
+            if not model.loaded:
+                self._prepare(model)
+                for victim in self._victims(model):
+                    for context in self._detach(victim, "making room"):
+                        context.close()
+                self._load(model)
+                model.last_used = time.monotonic()
+                self._schedule_expiry(model, None)
+
+    # -- async use (the server) --------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the keep-alive timer (from the app's lifespan, on the server's loop)."""
+        self._load_lock = asyncio.Lock()
+        self._wake = asyncio.Event()
+        self._reaper = asyncio.create_task(self._expire_idle(), name="keep-alive")
+
+    async def _ensure_loaded(self, model: ResidentModel) -> None:
+        if self._load_lock is None:  # used without start(): tests of the app factory
+            self._load_lock = asyncio.Lock()
+        async with self._load_lock:  # one load at a time: concurrent first requests share it
+            if model.loaded:
+                return
+            await asyncio.to_thread(self._prepare, model)
+            for victim in self._victims(model):
+                for context in self._detach(victim, "least recently used, making room"):
+                    await asyncio.to_thread(context.close)
+            await asyncio.to_thread(self._load, model)
+
+    @asynccontextmanager
+    async def use(
+        self, name: str, keep_alive: float | None = None, *, embeddings: bool = False
+    ) -> AsyncIterator[ResidentModel]:
+        """The model answering to `name`, loaded, counted as in use until the block ends.
+        `keep_alive` (seconds; 0 = unload when done, negative = forever), when given, becomes
+        the model's keep-alive from now on, as in Ollama. With `embeddings`, its `embedder` is
+        ready too; without, its `engine` (text generation), else EmbeddingModelError."""
         model = self.find(name)
         if model is None:
             raise ModelNotFoundError(name, [m.spec.id for m in self._models.values()])
         model.in_flight += 1
+        model.expires_at = None
         try:
             if not model.loaded:
-                async with model.load_lock:  # concurrent first requests share one load
-                    if not model.loaded:
-                        await asyncio.to_thread(self._load, model)
+                await self._ensure_loaded(model)
             if embeddings and model.embedder is None:
-                async with model.load_lock:
+                assert self._load_lock is not None
+                async with self._load_lock:
                     if model.embedder is None:
                         model.embedder = await asyncio.to_thread(self._load_embedder, model)
             elif not embeddings and model.engine is None:
                 raise EmbeddingModelError(model.spec.id)
+            model.last_used = time.monotonic()
             yield model
         finally:
             model.in_flight -= 1
+            model.last_used = time.monotonic()
+            self._schedule_expiry(model, keep_alive)
+
+    def _schedule_expiry(self, model: ResidentModel, keep_alive: float | None) -> None:
+        if keep_alive is not None:
+            model.keep_alive = keep_alive
+        if model.in_flight or not model.loaded:
+            return
+        seconds = model.keep_alive
+        model.expires_at = None if seconds < 0 else time.monotonic() + seconds
+        if self._wake is not None:
+            self._wake.set()
+
+    async def _expire_idle(self) -> None:
+        assert self._wake is not None
+        while True:
+            self._wake.clear()
+            now = time.monotonic()
+            for model in self.loaded:
+                if model.in_flight == 0 and model.expires_at is not None \
+                        and model.expires_at <= now:
+                    await self._unload(model, "keep-alive expired")
+            deadlines = [m.expires_at for m in self.loaded
+                         if m.in_flight == 0 and m.expires_at is not None]
+            timeout = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout)
+            except asyncio.TimeoutError:
+                pass
+
+    async def _unload(self, model: ResidentModel, why: str) -> None:
+        assert self._load_lock is not None
+        async with self._load_lock:
+            if model.in_flight or not model.loaded:
+                return
+            for context in self._detach(model, why):
+                await asyncio.to_thread(context.close)
+
+    def status(self) -> list[dict[str, Any]]:
+        """The loaded models, for /api/ps."""
+        now_wall, now = time.time(), time.monotonic()
+        rows = []
+        for model in sorted(self.loaded, key=lambda m: -m.last_used):
+            info, est = model.info, model.estimate
+            gpu_layers = model.options.n_gpu_layers
+            blocks = info.block_count if info else 0
+            offloaded = blocks if gpu_layers < 0 else min(gpu_layers, blocks)
+            share = offloaded / blocks if blocks else 0.0
+            expires = None
+            if model.in_flight == 0 and model.expires_at is not None:
+                expires = time.strftime(
+                    "%Y-%m-%dT%H:%M:%SZ", time.gmtime(now_wall + model.expires_at - now)
+                )
+            rows.append({
+                "name": model.spec.id,
+                "model": str(model.files.weights) if model.files else None,
+                "size": model.footprint,
+                "size_vram": int(model.footprint * share),
+                "processor": f"{share:.0%} GPU" if share else "100% CPU",
+                "gpu_layers": offloaded,
+                "context_length": est.context if est else None,
+                "expires_at": expires,
+                "keep_alive": model.keep_alive,
+                "in_flight": model.in_flight,
+                "measured_rss": model.measured_bytes,
+                "estimate": {"weights": est.weights, "kv_cache": est.kv_cache,
+                             "compute": est.compute} if est else None,
+                "details": {
+                    "family": info.architecture if info else None,
+                    "quantization_level": info.quantization if info else None,
+                    "parameter_count": info.n_params if info else None,
+                },
+            })
+        return rows
 
     def close(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
+            self._reaper = None
         for model in self._models.values():
-            if model.engine is not None:
-                model.engine.close()
-                model.engine = None
-            if model.embedder is not None:
-                model.embedder.close()
-                model.embedder = None
+            for context in self._detach(model, "shutting down"):
+                context.close()

@@ -18,6 +18,7 @@ from .api.completions import create_completion
 from .api.embeddings import create_embedding
 from .api.errors import EXCEPTION_HANDLERS, error_body
 from .api.models import list_models, retrieve_model
+from .api.ps import list_running
 from .auth import APIKeyMiddleware
 from .manager import ModelManager
 from .observability import AccessLogMiddleware, Metrics
@@ -78,12 +79,9 @@ class BodyLimitMiddleware:
 
 async def health(request: Request) -> Response:
     manager: ModelManager = request.app.state.manager
+    # Models may load on demand and unload when idle: being up is being ready.
     models = [{"id": m.spec.id, "loaded": m.loaded} for m in manager.models]
-    ready = all(m["loaded"] for m in models)
-    return JSONResponse(
-        {"status": "ok" if ready else "loading", "models": models},
-        status_code=200 if ready else 503,
-    )
+    return JSONResponse({"status": "ok", "models": models})
 
 
 async def metrics_text(request: Request) -> Response:
@@ -106,12 +104,14 @@ def _routes() -> list[Route]:
             routes.append(Route(path + "/", endpoint, methods=methods))
     routes.append(Route("/health", health, methods=["GET"]))
     routes.append(Route("/metrics", metrics_text, methods=["GET"]))
+    routes.append(Route("/api/ps", list_running, methods=["GET"]))
     return routes
 
 
 def create_app(manager: ModelManager, settings: Settings) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await manager.start()
         yield
         manager.close()
 

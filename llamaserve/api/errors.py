@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from ..engine import EngineError
-from ..manager import EmbeddingModelError
+from ..manager import EmbeddingModelError, ModelUnavailableError
 
 logger = logging.getLogger(__name__)
 
@@ -158,10 +158,17 @@ async def handle_unexpected(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def handle_model_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    """Not downloaded (404), over the memory budget or busy (503), failed to load."""
+    assert isinstance(exc, ModelUnavailableError)
+    return error_response(exc.status, str(exc), "model", exc.code)
+
+
 EXCEPTION_HANDLERS = {
     APIError: handle_api_error,
     EngineError: handle_engine_error,
     EmbeddingModelError: handle_embedding_model_error,
+    ModelUnavailableError: handle_model_unavailable,
     HTTPException: handle_http_exception,
     Exception: handle_unexpected,
 }

@@ -16,7 +16,8 @@ from starlette.responses import StreamingResponse
 
 from .. import __version__
 from ..engine import Event, Finished, GenerationRequest, SamplingParams
-from ..manager import ModelManager, ModelNotFoundError, ResidentModel
+from ..manager import ModelManager, ModelNotFoundError, ModelUnavailableError, ResidentModel
+from ..settings import parse_duration
 from .errors import APIError, parse_json, validation_error
 from .schemas import Usage, _Sampling
 
@@ -24,10 +25,22 @@ SYSTEM_FINGERPRINT = f"fp_llamaserve_{__version__}"
 RequestT = TypeVar("RequestT", bound=BaseModel)
 
 
+def parse_keep_alive(body: dict[str, Any]) -> float | None:
+    value = body.get("keep_alive")
+    if value is None:
+        return None
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise APIError(400, str(exc), param="keep_alive", code="invalid_value") from exc
+
+
 async def parse_request(request: Request, schema: type[RequestT]) -> RequestT:
     body = parse_json(await request.body())
     if not isinstance(body, dict):
         raise APIError(400, "The request body must be a JSON object.", code="invalid_json")
+    # Ollama's `keep_alive`, read by open_generation when it borrows the model
+    request.scope.setdefault("state", {})["keep_alive"] = parse_keep_alive(body)
     try:
         return schema.model_validate(body)
     except ValidationError as exc:
@@ -126,9 +139,12 @@ async def open_generation(
     started = time.monotonic()
     stack = AsyncExitStack()
     try:
-        model = await stack.enter_async_context(manager.use(model_name))
+        keep_alive = request.scope["state"].get("keep_alive")
+        model = await stack.enter_async_context(manager.use(model_name, keep_alive))
     except ModelNotFoundError as exc:
         raise APIError(404, str(exc), param="model", code="model_not_found") from exc
+    except ModelUnavailableError as exc:
+        raise APIError(exc.status, str(exc), param="model", code=exc.code) from exc
     try:
         generation: GenerationRequest = build(model)
         generation.deadline = started + timeout if timeout else None

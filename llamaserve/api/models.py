@@ -1,10 +1,13 @@
-"""GET /v1/models and GET /v1/models/{model}."""
+"""GET /v1/models and GET /v1/models/{model}: the served models that can be used without a
+download (bundled, installed or in the Hugging Face cache) and the loaded ones."""
 
 from __future__ import annotations
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from ..hub import is_local
 from ..manager import ModelManager, ResidentModel
 from .errors import APIError
 from .schemas import ModelCard, ModelList
@@ -16,9 +19,17 @@ def _card(model: ResidentModel, model_id: str | None = None) -> ModelCard:
     )
 
 
+def _available(model: ResidentModel) -> bool:
+    return model.files is not None or is_local(model.spec)
+
+
 async def list_models(request: Request) -> Response:
     manager: ModelManager = request.app.state.manager
-    listing = ModelList(data=[_card(model) for model in manager.models])
+
+    def cards() -> list[ModelCard]:  # file-system checks: off the event loop
+        return [_card(model) for model in manager.models if _available(model)]
+
+    listing = ModelList(data=await run_in_threadpool(cards))
     return JSONResponse(listing.model_dump())
 
 
@@ -26,7 +37,7 @@ async def retrieve_model(request: Request) -> Response:
     manager: ModelManager = request.app.state.manager
     name = request.path_params["model"]
     model = manager.find(name)
-    if model is None:
+    if model is None or not await run_in_threadpool(_available, model):
         raise APIError(
             404,
             f"The model '{name}' does not exist or is not served here.",
