@@ -130,6 +130,7 @@ class Settings(BaseSettings):
     image_timeout: float = Field(default=10.0, gt=0, description="seconds to fetch one image")
     image_max_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
     image_max_redirects: int = Field(default=3, ge=0)
+    max_images: int = Field(default=16, ge=0, description="images in one request")
     # The model manager
     max_memory: int | None = Field(default=None, ge=0, description="bytes; default: 80% free")
     max_models: int | None = Field(default=None, ge=1)

@@ -67,6 +67,15 @@ completion_bodies = st.fixed_dictionaries(
               **sampling},
 )
 
+embedding_bodies = st.fixed_dictionaries(
+    {"model": st.one_of(st.just("smollm2"), anything)},
+    optional={"input": st.one_of(st.text(max_size=40), st.lists(st.text(max_size=20),
+                                                                 max_size=4),
+                                 st.lists(st.integers(-2, 60000), max_size=5), anything),
+              "encoding_format": st.one_of(st.sampled_from(["float", "base64"]), anything),
+              "dimensions": st.one_of(st.integers(-2, 2000), anything), "user": anything},
+)
+
 
 def check(http: httpx.Client, path: str, body: object) -> None:
     raw = json.dumps(body).encode()
@@ -83,6 +92,8 @@ def check(http: httpx.Client, path: str, body: object) -> None:
         assert frames[-1] == "data: [DONE]"
         for frame in frames[:-1]:
             json.loads(frame.removeprefix("data: "))
+    elif path.endswith("embeddings"):
+        assert json.loads(payload)["object"] == "list"
     else:
         assert json.loads(payload)["choices"] is not None
 
@@ -100,16 +111,22 @@ def test_fuzz_completions(http: httpx.Client, body: dict) -> None:
 
 
 @FUZZ
+@given(body=embedding_bodies)
+def test_fuzz_embeddings(http: httpx.Client, body: dict) -> None:
+    check(http, "/v1/embeddings", body)
+
+
+@FUZZ
 @given(body=anything)
 def test_fuzz_any_json_on_every_route(http: httpx.Client, body: object) -> None:
-    for path in ("/v1/chat/completions", "/v1/completions"):
+    for path in ("/v1/chat/completions", "/v1/completions", "/v1/embeddings"):
         check(http, path, body)
 
 
 @pytest.mark.parametrize("raw", [b"", b"{", b"\xff\xfe", b"null", b"[]" * 1000, b'"x"',
                                  b"{" * 5000 + b"}" * 5000, b"[" * 100000 + b"]" * 100000])
 def test_malformed_bodies(http: httpx.Client, raw: bytes) -> None:
-    for path in ("/v1/chat/completions", "/v1/completions"):
+    for path in ("/v1/chat/completions", "/v1/completions", "/v1/embeddings"):
         response = http.post(path, content=raw, headers={"Content-Type": "application/json"})
         assert 400 <= response.status_code < 500
         assert set(response.json()["error"]) == {"message", "type", "param", "code"}

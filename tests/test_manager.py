@@ -217,3 +217,35 @@ def test_run_serves_two_different_models_resident(tmp_path: Path) -> None:
             assert chat(live, name).status_code == 200
     finally:
         live.stop()
+
+
+def test_a_corrupt_model_fails_alone_with_a_503_naming_the_file(tmp_path: Path,
+                                                                smollm2_path: Path) -> None:
+    """serve: a truncated GGUF answers 503 for its own name; the other models keep serving."""
+    package = tmp_path / "pkgs" / "broken_weights"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    broken = package / "broken.gguf"
+    broken.write_bytes(smollm2_path.read_bytes()[: 4 * 1024 * 1024])
+    catalog = tmp_path / "models.yaml"
+    catalog.write_text(CATALOG + "  broken:\n    source: {package: broken_weights, "
+                       "file: broken.gguf}\n    context: 256\n")
+    port = free_port()
+    log_path = tmp_path / "serve.log"
+    env = {**os.environ, **ENV, "PYTHONPATH": os.pathsep.join(
+        [str(tmp_path / "pkgs"), os.environ.get("PYTHONPATH", "")])}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "llamaserve", "serve", "--config", str(catalog), "--port",
+         str(port)], stdout=log_path.open("wb"), stderr=subprocess.STDOUT, env=env)
+    live = LiveServer(process, f"http://127.0.0.1:{port}", log_path)
+    try:
+        wait_for(lambda: process.poll() is not None or _healthy(live), "the server to start")
+        error = assert_openai_error(chat(live, "broken"), 503)
+        assert error["code"] == "model_load_failed"
+        assert "broken.gguf" in error["message"]
+        assert chat(live, "smol-a").status_code == 200
+        assert_openai_error(chat(live, "broken"), 503)  # still refused, server still up
+        assert chat(live, "smol-a").status_code == 200
+    finally:
+        live.stop()
+    assert "Traceback" not in live.log()

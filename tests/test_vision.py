@@ -223,6 +223,13 @@ def test_private_url_is_refused_with_the_guard_on(guarded_server: LiveServer,
     assert post_chat(guarded_server, [text("Describe."), image(PNG_URI)]).status_code == 200
 
 
+def test_too_many_images_is_a_400(vision_server: LiveServer) -> None:
+    response = post_chat(vision_server, [text("Describe.")] + [image(PNG_URI)] * 17)
+    error = assert_openai_error(response, 400)
+    assert error["code"] == "too_many_images"
+    assert error["param"] == "messages[0].content[17]"  # the 17th image
+
+
 def test_image_to_a_text_only_model_is_a_400(server: LiveServer) -> None:
     error = assert_openai_error(post_chat(server, [text("Describe."), image(PNG_URI)]), 400)
     assert error["code"] == "image_not_supported"

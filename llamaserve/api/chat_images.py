@@ -15,7 +15,10 @@ from .schemas import ChatCompletionRequest, ImagePart
 
 
 def accepts_images(model: ResidentModel) -> bool:
-    return model.files.projector is not None
+    # with `serve`, a catalog model's files are located on first use: its kind tells
+    return model.spec.kind == "vision" or (
+        model.files is not None and model.files.projector is not None
+    )
 
 
 def no_images(model: ResidentModel, i: int, j: int) -> APIError:
@@ -47,6 +50,11 @@ async def message_images(
         return []  # open_generation answers 404 for the model
     if not accepts_images(model):
         raise no_images(model, *parts[0][:2])
+    if len(parts) > settings.max_images:
+        i, j, _ = parts[settings.max_images]
+        raise APIError(400, f"This request has {len(parts)} images; at most "
+                       f"{settings.max_images} are accepted (LLAMASERVE_MAX_IMAGES).",
+                       param=f"messages[{i}].content[{j}]", code="too_many_images")
     limits = FetchLimits(
         timeout=settings.image_timeout,
         max_bytes=settings.image_max_bytes,
