@@ -186,3 +186,15 @@ def test_truncated_gguf_fails_with_a_message_naming_the_file(smollm2_path: Path,
     assert result.returncode != 0
     assert str(broken) in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_gguf_of_a_wrong_architecture_fails_naming_the_file(tmp_path: Path) -> None:
+    """A valid GGUF that is no language model (a vision projector) is refused at start."""
+    from .builders import write_llava_projector
+
+    projector = write_llava_projector(tmp_path / "not-a-language-model.gguf")
+    result = subprocess.run([sys.executable, "-m", "llamaserve", "run", str(projector)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert str(projector) in result.stderr
+    assert "Traceback" not in result.stderr
