@@ -1,0 +1,73 @@
+"""The examples in examples/ run unchanged against a live server and exit 0.
+
+The server is SmolLM2 with the tiny test projector, so the image calls run too.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .builders import write_llava_projector
+from .conftest import LiveServer, start_server
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+@pytest.fixture(scope="module")
+def example_server(tmp_path_factory: pytest.TempPathFactory):
+    tmp = tmp_path_factory.mktemp("examples")
+    projector = write_llava_projector(tmp / "mmproj-tiny.gguf")
+    live = start_server(["smollm2", "--ctx", "2048", "--mmproj", str(projector)], tmp)
+    yield live
+    live.stop()
+
+
+def run_example(command: list[str], server: LiveServer, cwd: Path = EXAMPLES) -> str:
+    env = {**os.environ, "OPENAI_BASE_URL": f"{server.base_url}/v1",
+           "LLAMASERVE_MODEL": "smollm2", "LLAMASERVE_IMAGE_MODEL": "smollm2"}
+    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def test_python_openai_example(example_server: LiveServer) -> None:
+    out = run_example([sys.executable, "python_openai.py"], example_server)
+    assert "ok: image message answered" in out
+    assert "FAILED" not in out
+
+
+def test_quickstart_example(example_server: LiveServer) -> None:
+    out = run_example([sys.executable, "quickstart.py"], example_server)
+    assert out.startswith("models: ['smollm2']")
+
+
+def test_curl_example(example_server: LiveServer) -> None:
+    if shutil.which("curl") is None:
+        pytest.skip("curl is not installed")
+    out = run_example(["bash", "curl.sh"], example_server)
+    assert '"tool_calls"' in out and "data: [DONE]" in out
+
+
+def test_langchain_example(example_server: LiveServer) -> None:
+    pytest.importorskip("langchain_openai", reason="pip install -e '.[test]' installs it")
+    out = run_example([sys.executable, "langchain_chat.py"], example_server)
+    assert "ok: OpenAIEmbeddings" in out
+
+
+def test_node_openai_example(example_server: LiveServer) -> None:
+    npm = shutil.which("npm")
+    if npm is None or shutil.which("node") is None:
+        pytest.skip("Node.js is not installed")
+    if not (EXAMPLES / "node_modules" / "openai").is_dir():
+        # the committed package.json + package-lock.json pin the openai package
+        subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=EXAMPLES, check=True,
+                       capture_output=True, timeout=300)
+    out = run_example(["node", "node_openai.mjs"], example_server)
+    assert "ok: image message answered" in out
