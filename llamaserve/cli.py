@@ -285,5 +285,31 @@ def serve(catalog: Path | None, **flags: Any) -> None:
     serve_app(manager, settings, f"{len(known.models)} catalog models on demand")
 
 
+@main.command(epilog="""
+\b
+Examples:
+  llamaserve chat smollm2                     # starts a server if none answers
+  llamaserve chat llava --url http://box:8000/v1 --api-key SECRET
+  echo "Say this is a test" | llamaserve chat smollm2   # one-shot, from a pipe
+""")
+@click.argument("model")
+@click.option("--url", default="http://127.0.0.1:8000/v1", show_default=True,
+              help="The server's OpenAI base URL; if nothing answers there, a local "
+              "`llamaserve run MODEL` is started for the session.")
+@click.option("--api-key", default=None, envvar="LLAMASERVE_API_KEY",
+              help="Sent as 'Authorization: Bearer KEY'.")
+@click.option("--system", default=None, help="A system message to start with.")
+def chat(model: str, url: str, api_key: str | None, system: str | None) -> None:
+    """Chat with MODEL in the terminal, streaming replies.
+
+    Type a message and Enter. /image PATH attaches an image to your next message (vision
+    models), /system TEXT sets the system message, /reset forgets the conversation, /exit
+    quits. Ctrl-C stops a reply.
+    """
+    from .chat_cli import run_chat
+
+    run_chat(model, url, api_key, system)
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
