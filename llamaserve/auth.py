@@ -9,7 +9,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .api.errors import error_body
 
-OPEN_PATHS = {"/health"}
+# the playground page is static; its API calls carry the key the user types into it
+OPEN_PATHS = {"/health", "/"}
 
 
 class APIKeyMiddleware:

@@ -133,6 +133,8 @@ def server_options(function: Callable[..., None]) -> Callable[..., None]:
         click.option("--block-private-urls", is_flag=True, default=None,
                      help="Refuse image URLs that resolve to private or loopback addresses "
                      "(for servers reachable beyond localhost)."),
+        click.option("--no-playground", "playground", flag_value=False, default=None,
+                     help="Do not serve the chat page at /."),
         click.option("--verbose", is_flag=True, default=False,
                      help="Debug logs, with llama.cpp's and uvicorn's own."),
     ]

@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from importlib import resources
 
 from starlette.applications import Starlette
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -84,12 +85,17 @@ async def health(request: Request) -> Response:
     return JSONResponse({"status": "ok", "models": models})
 
 
+async def playground(request: Request) -> Response:
+    page = resources.files("llamaserve").joinpath("static/playground.html").read_text("utf-8")
+    return HTMLResponse(page)
+
+
 async def metrics_text(request: Request) -> Response:
     text = request.app.state.metrics.render(request.app.state.manager.models)
     return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
-def _routes() -> list[Route]:
+def _routes(settings: Settings) -> list[Route]:
     routes = []
     for path, endpoint, methods in [
         ("/v1/chat/completions", create_chat_completion, ["POST"]),
@@ -104,6 +110,8 @@ def _routes() -> list[Route]:
             routes.append(Route(path + "/", endpoint, methods=methods))
     routes.append(Route("/health", health, methods=["GET"]))
     routes.append(Route("/metrics", metrics_text, methods=["GET"]))
+    if settings.playground:
+        routes.append(Route("/", playground, methods=["GET"]))
     routes.append(Route("/api/ps", list_running, methods=["GET"]))
     return routes
 
@@ -115,7 +123,8 @@ def create_app(manager: ModelManager, settings: Settings) -> Starlette:
         yield
         manager.close()
 
-    app = Starlette(routes=_routes(), exception_handlers=EXCEPTION_HANDLERS, lifespan=lifespan)
+    app = Starlette(routes=_routes(settings), exception_handlers=EXCEPTION_HANDLERS,
+                    lifespan=lifespan)
     app.router.redirect_slashes = False
     app.state.manager = manager
     app.state.settings = settings

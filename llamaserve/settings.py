@@ -114,6 +114,7 @@ class Settings(BaseSettings):
     cors_origins: list[str] = Field(default_factory=list)
     log_format: Literal["text", "json"] = "text"
     request_timeout: float = Field(default=600, ge=0, description="seconds; 0 = no limit")
+    playground: bool = Field(default=True, description="serve the chat page at /")
     shutdown_grace: float = Field(default=10, ge=0, description="seconds to finish requests")
 
     def keys(self) -> list[str]:
