@@ -4,13 +4,16 @@
 #   llamaserve run smollm2 &
 #   bash examples/curl.sh
 #
-# OPENAI_BASE_URL (default http://localhost:8000/v1), LLAMASERVE_MODEL (default smollm2) and
-# OPENAI_API_KEY (sent as 'Authorization: Bearer', any value when the server checks none).
+# OPENAI_BASE_URL (default http://localhost:8000/v1), LLAMASERVE_MODEL (default smollm2),
+# LLAMASERVE_EMBEDDING_MODEL (default bge-m3: serve it too, `llamaserve run smollm2 bge-m3`, or
+# set it to the chat model) and OPENAI_API_KEY (sent as 'Authorization: Bearer', any value when
+# the server checks none).
 # Exits non-zero when a call fails.
 set -euo pipefail
 BASE="${OPENAI_BASE_URL:-http://localhost:8000/v1}"
 MODEL="${LLAMASERVE_MODEL:-smollm2}"
 KEY="${OPENAI_API_KEY:-IGNORED}"
+EMBEDDING_MODEL="${LLAMASERVE_EMBEDDING_MODEL:-bge-m3}"
 
 call() {  # call PATH JSON: POST, fail on any non-2xx status, print the body
   curl --fail-with-body -sS "$BASE/$1" -H 'Content-Type: application/json' \
@@ -37,8 +40,8 @@ curl --fail-with-body -sS -N "$BASE/chat/completions" -H 'Content-Type: applicat
 echo "# completion"
 call completions '{"model": "'"$MODEL"'", "prompt": "Once upon a time", "max_tokens": 16}'
 
-echo "# embeddings"
-call embeddings '{"model": "'"$MODEL"'", "input": "Embedding text..."}' | cut -c1-160
+echo "# embeddings, as the seed sends them"
+call embeddings '{"model": "'"$EMBEDDING_MODEL"'", "input": "Embedding text..."}' | cut -c1-160
 
 echo "# tool call"
 call chat/completions '{"model": "'"$MODEL"'", "max_tokens": 64, "tool_choice": "required",

