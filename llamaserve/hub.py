@@ -75,10 +75,6 @@ def _package_dir(source: PackageSource) -> Path | None:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
-def package_installed(source: PackageSource) -> bool:
-    return _package_dir(source) is not None
-
-
 def locate_package_file(source: PackageSource, model_id: str) -> Path:
     install_hint = f"pip install {source.pip or source.package}"
     package_dir = _package_dir(source)
@@ -398,12 +394,9 @@ def locate_cached(spec: ModelSpec) -> ModelFiles:
     return _hub_files(spec, get)
 
 
-def locate(spec: ModelSpec, projector_override: Path | None = None) -> ModelFiles:
+def locate(spec: ModelSpec) -> ModelFiles:
     """Paths of the model's weights (and projector), fetching them first when needed."""
-    files = pull(spec)
-    if projector_override is not None:
-        return ModelFiles(weights=files.weights, projector=projector_override)
-    return files
+    return pull(spec)
 
 
 def is_local(spec: ModelSpec) -> bool:

@@ -10,19 +10,8 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
-from .builders import image_bytes, write_llava_projector
-from .conftest import LiveServer, start_server
-
-
-@pytest.fixture(scope="module")
-def vision_server(tmp_path_factory: pytest.TempPathFactory):
-    tmp = tmp_path_factory.mktemp("chat-cli")
-    projector = write_llava_projector(tmp / "mmproj.gguf")
-    live = start_server(["smollm2", "--ctx", "2048", "--mmproj", str(projector)], tmp)
-    yield live
-    live.stop()
+from .builders import image_bytes
+from .conftest import LiveServer
 
 
 def chat(server: LiveServer, stdin: str) -> subprocess.CompletedProcess[str]:

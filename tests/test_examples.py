@@ -13,19 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from .builders import write_llava_projector, write_tiny_bert
+from .builders import write_tiny_bert
 from .conftest import LiveServer, start_server
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
 @pytest.fixture(scope="module")
-def example_server(tmp_path_factory: pytest.TempPathFactory):
-    tmp = tmp_path_factory.mktemp("examples")
-    projector = write_llava_projector(tmp / "mmproj-tiny.gguf")
-    live = start_server(["smollm2", "--ctx", "2048", "--mmproj", str(projector)], tmp)
-    yield live
-    live.stop()
+def example_server(vision_server: LiveServer) -> LiveServer:
+    """SmolLM2 with the tiny projector (the session's vision server), so image calls run."""
+    return vision_server
 
 
 def run_example(command: list[str], server: LiveServer, cwd: Path = EXAMPLES) -> str:

@@ -124,9 +124,6 @@ class SerialEngine:
         self._worker.shutdown(wait=True, cancel_futures=True)
         self.llama.close()
 
-    def count_tokens(self, text: str) -> int:
-        return len(self.llama.tokenize(text.encode("utf-8"), add_bos=False, special=True))
-
     async def generate(self, request: GenerationRequest) -> AsyncIterator[Event]:
         """Events for one request: TextDelta*, then one Finished. Errors found before the first
         token (prompt too long, template rejected) are raised from the first `anext`."""
