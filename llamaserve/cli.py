@@ -92,6 +92,25 @@ def server_options(function: Callable[..., None]) -> Callable[..., None]:
             help="CPU threads for llama.cpp.  [default: physical cores]",
         ),
         click.option(
+            "--parallel",
+            type=click.IntRange(min=1, max=64),
+            default=None,
+            help="Requests decoded together per model (each gets --ctx tokens of KV cache).  "
+            "[default: 4]",
+        ),
+        click.option(
+            "--queue-size",
+            type=click.IntRange(min=0),
+            default=None,
+            help="Requests that may wait for a free sequence; more get 503.  [default: 64]",
+        ),
+        click.option(
+            "--queue-timeout",
+            type=click.FloatRange(min=0, min_open=True),
+            default=None,
+            help="Seconds a request may wait for a free sequence before a 503.  [default: 300]",
+        ),
+        click.option(
             "--gpu-layers",
             default=None,
             metavar="auto|N",
@@ -178,6 +197,9 @@ def load_options(settings: Settings, spec: ModelSpec) -> LoadOptions:
         chat_format=spec.chat_format,
         chat_handler=spec.chat_handler,
         verbose=settings.verbose,
+        parallel=settings.parallel,
+        queue_size=settings.queue_size,
+        queue_timeout=settings.queue_timeout,
     )
 
 

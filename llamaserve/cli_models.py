@@ -18,6 +18,7 @@ from tqdm.std import tqdm
 
 from .cache import list_local, remove
 from .catalog import Catalog, CatalogError, HubRef, HubSource, ModelSpec, load_catalog, resolve
+from .engine.options import DEFAULT_PARALLEL, micro_batch
 from .gguf_info import GGUFError, human_bytes, human_count, read_model_info
 from .hub import (
     AmbiguousFileError,
@@ -163,7 +164,8 @@ def show_command(name: str, catalog: Path | None, template: bool, ctx: int | Non
         click.echo(info.chat_template or "")
         return
     context = ctx or spec.context or min(info.context_length or 4096, 4096)
-    estimate = info.estimate(context)
+    parallel = DEFAULT_PARALLEL
+    estimate = info.estimate(context, micro_batch(0), sequences=parallel)
     first_line = (info.chat_template or "").strip().splitlines()[:1]
     rows = [
         ("name", spec.id),
@@ -173,7 +175,8 @@ def show_command(name: str, catalog: Path | None, template: bool, ctx: int | Non
         ("context length", str(info.context_length or "unknown")),
         ("quantization", info.quantization or "unknown"),
         ("size", human_bytes(info.file_bytes)),
-        ("memory", f"about {human_bytes(estimate.total)} at context {context} (weights "
+        ("memory", f"about {human_bytes(estimate.total)} at context {context} x {parallel} "
+                   f"sequences on the CPU (weights "
                    f"{human_bytes(estimate.weights)}, KV cache {human_bytes(estimate.kv_cache)}, "
                    f"compute {human_bytes(estimate.compute)})"),
         ("chat template", f"{len(info.chat_template)} characters: {first_line[0][:60]}..."

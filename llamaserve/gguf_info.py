@@ -148,7 +148,8 @@ class MemoryEstimate:
     weights: int
     kv_cache: int
     compute: int
-    context: int
+    context: int  # per sequence
+    sequences: int = 1  # decoded together, each with its own `context` cells
 
     @property
     def total(self) -> int:
@@ -176,16 +177,18 @@ class ModelInfo:
     vocab_size: int
     metadata: dict[str, Any]
 
-    def estimate(self, n_ctx: int | None = None, n_ubatch: int = DEFAULT_UBATCH) -> MemoryEstimate:
+    def estimate(
+        self, n_ctx: int | None = None, n_ubatch: int = DEFAULT_UBATCH, sequences: int = 1
+    ) -> MemoryEstimate:
         """llama.cpp's own arithmetic: f16 K and V for every layer and context cell, and a
         compute buffer dominated by the logits of one micro-batch (checked against its load
-        log for SmolLM2 and Gemma 3). A sliding-window model's cache may come out smaller."""
+        log for SmolLM2 and Gemma 3). `sequences` parallel requests get `n_ctx` cells each."""
         context = n_ctx or self.context_length or 4096
         kv_per_cell = sum(n * (self.key_length + self.value_length) for n in self.head_count_kv)
-        kv_cache = context * kv_per_cell * 2
+        kv_cache = context * sequences * kv_per_cell * 2
         ubatch = min(n_ubatch, context)
         compute = ubatch * 4 * (self.vocab_size + 3 * self.embedding_length)
-        return MemoryEstimate(self.tensor_bytes, kv_cache, compute, context)
+        return MemoryEstimate(self.tensor_bytes, kv_cache, compute, context, sequences)
 
 
 def _quant_name(metadata: dict[str, Any]) -> str | None:

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from .catalog import ModelSpec
-from .engine import LoadOptions, SerialEngine
+from .engine import BatchEngine, LoadOptions
+from .engine.options import micro_batch
 from .engine.embedding import Embedder, is_embedding_model, read_metadata
 from .gguf_info import GGUFError, MemoryEstimate, ModelInfo, human_bytes, read_model_info
 from .hub import ModelFiles, ModelFilesError, NotDownloadedError, locate_cached
@@ -127,7 +128,7 @@ class ResidentModel:
     options: LoadOptions
     files: ModelFiles | None = None  # None until located (on the first request)
     keep_alive: float = -1.0  # seconds; negative: forever
-    engine: SerialEngine | None = None
+    engine: BatchEngine | None = None
     # Embeddings: the only context of an embedding model; made on first use for a chat model.
     embedder: Embedder | None = None
     embedding_only: bool = False
@@ -206,7 +207,10 @@ class ModelManager:
                 model.info = read_model_info(model.files.weights)
             except GGUFError as exc:
                 raise ModelLoadError(f"cannot load model '{model.spec.id}': {exc}") from exc
-            model.estimate = model.info.estimate(model.options.n_ctx or model.spec.context)
+            options = model.options
+            model.estimate = model.info.estimate(options.n_ctx or model.spec.context,
+                                                 micro_batch(options.n_gpu_layers),
+                                                 sequences=options.parallel)
 
     def _victims(self, model: ResidentModel) -> list[ResidentModel]:
         """Idle models to unload, least recently used first, so that `model` fits."""
@@ -216,7 +220,7 @@ class ModelManager:
             est = model.estimate
             raise ModelTooLargeError(
                 f"model '{model.spec.id}' needs about {human_bytes(need)} (weights "
-                f"{human_bytes(est.weights)}, KV cache for {est.context} tokens "
+                f"{human_bytes(est.weights)}, KV cache for {est.sequences} x {est.context} tokens "
                 f"{human_bytes(est.kv_cache)}, compute {human_bytes(est.compute)}) but the memory "
                 f"budget is {human_bytes(budget)}: raise --max-memory, lower --ctx, or use a "
                 "smaller quantisation"
@@ -258,7 +262,7 @@ class ModelManager:
                 model.embedder = Embedder.load(path, model.options, chat_model=False)
                 model.embedding_only = True
             else:
-                model.engine = SerialEngine.load(path, model.options, model.files.projector)
+                model.engine = BatchEngine.load(path, model.options, model.files.projector)
         except (ValueError, RuntimeError, OSError) as exc:
             raise ModelLoadError(f"cannot load model '{model.spec.id}' from {path}: {exc}") from exc
         after = resident_bytes()
@@ -275,7 +279,7 @@ class ModelManager:
         except (ValueError, RuntimeError, OSError) as exc:
             raise ModelLoadError(f"cannot load model '{model.spec.id}' from {path}: {exc}") from exc
 
-    def _detach(self, model: ResidentModel, why: str) -> list[SerialEngine | Embedder]:
+    def _detach(self, model: ResidentModel, why: str) -> list[BatchEngine | Embedder]:
         """Take the model's contexts out of service; the caller closes them."""
         contexts = [c for c in (model.engine, model.embedder) if c is not None]
         model.engine, model.embedder, model.expires_at = None, None, None

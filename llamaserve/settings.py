@@ -12,6 +12,8 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .engine.options import DEFAULT_PARALLEL, DEFAULT_QUEUE_SIZE, DEFAULT_QUEUE_TIMEOUT
+
 
 def physical_cores() -> int:
     """Physical cores available to this process (llama.cpp gains nothing from SMT siblings)."""
@@ -104,6 +106,13 @@ class Settings(BaseSettings):
     gpu_layers: int | Literal["auto"] = Field(
         default="auto", description="-1 offloads every layer; auto: all when llama.cpp has a GPU"
     )
+    # Concurrency: sequences decoded together per model, and requests waiting for one
+    parallel: int = Field(default=DEFAULT_PARALLEL, ge=1, le=64,
+                          description="requests decoded together per model")
+    queue_size: int = Field(default=DEFAULT_QUEUE_SIZE, ge=0,
+                            description="requests that may wait for a free sequence")
+    queue_timeout: float = Field(default=DEFAULT_QUEUE_TIMEOUT, gt=0,
+                                 description="seconds a request may wait before a 503")
     verbose: bool = False
     catalog: Path | None = Field(default=None, description="models.yaml; default: the bundled one")
     max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)

@@ -11,7 +11,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from ..engine import EngineError
+from ..engine import EngineBusyError, EngineError
 from ..manager import EmbeddingModelError, ModelUnavailableError
 
 logger = logging.getLogger(__name__)
@@ -56,6 +56,8 @@ def in_band_error(exc: APIError | EngineError) -> dict[str, Any]:
     """The error body for an error that happens after a stream's 200 status was sent."""
     if isinstance(exc, APIError):
         return error_body(exc.status, exc.message, exc.param, exc.code)
+    if isinstance(exc, EngineBusyError):
+        return error_body(503, str(exc), None, exc.code)
     return error_body(400, str(exc), exc.param, "invalid_request")
 
 
@@ -132,6 +134,14 @@ async def handle_engine_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(400, str(exc), exc.param, "invalid_request")
 
 
+async def handle_engine_busy(request: Request, exc: Exception) -> JSONResponse:
+    """Every sequence is taken and the wait queue is full, or the wait was too long."""
+    assert isinstance(exc, EngineBusyError)
+    response = error_response(503, str(exc), None, exc.code)
+    response.headers["Retry-After"] = str(exc.retry_after)
+    return response
+
+
 async def handle_embedding_model_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, EmbeddingModelError)
     return error_response(400, str(exc), "model", "model_not_supported")
@@ -166,6 +176,7 @@ async def handle_model_unavailable(request: Request, exc: Exception) -> JSONResp
 
 EXCEPTION_HANDLERS = {
     APIError: handle_api_error,
+    EngineBusyError: handle_engine_busy,
     EngineError: handle_engine_error,
     EmbeddingModelError: handle_embedding_model_error,
     ModelUnavailableError: handle_model_unavailable,

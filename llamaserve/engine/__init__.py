@@ -1,7 +1,9 @@
 """Running models: the engine seam between HTTP handlers and llama.cpp."""
 
-from .serial import LoadOptions, SerialEngine
+from .batch import BatchEngine
+from .options import LoadOptions
 from .types import (
+    EngineBusyError,
     EngineError,
     Event,
     Finished,
@@ -12,6 +14,8 @@ from .types import (
 )
 
 __all__ = [
+    "BatchEngine",
+    "EngineBusyError",
     "EngineError",
     "Event",
     "Finished",
@@ -19,6 +23,5 @@ __all__ = [
     "LoadOptions",
     "PromptTooLongError",
     "SamplingParams",
-    "SerialEngine",
     "TextDelta",
 ]

@@ -21,7 +21,7 @@ import llama_cpp
 import numpy as np
 from llama_cpp import Llama
 
-from .serial import DEFAULT_CONTEXT_CAP, LoadOptions
+from .options import DEFAULT_CONTEXT_CAP, LoadOptions
 from .types import EngineError
 
 logger = logging.getLogger(__name__)

@@ -21,6 +21,16 @@ class EngineError(Exception):
         self.param = param
 
 
+class EngineBusyError(EngineError):
+    """No sequence could take the request: the wait queue is full, the request waited too
+    long, or the model is being unloaded. Worth retrying (503 with Retry-After)."""
+
+    def __init__(self, message: str, code: str = "server_busy", retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+        self.retry_after = retry_after
+
+
 class PromptTooLongError(EngineError):
     """The prompt (plus the requested completion) does not fit in the model's context."""
 

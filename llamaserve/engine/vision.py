@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +82,8 @@ class MediaPrompt:
     chunks: Any
     tokens: list[int]
     n_tokens: int
+    # (first position, positions, chunk) of each image, in order
+    images: list[tuple[int, int, Any]] = field(default_factory=list)
 
     @property
     def first_media(self) -> int:
@@ -149,6 +150,7 @@ class VisionProjector:
                     prompt.tokens.extend(_text_tokens(chunk))
                 else:
                     n_pos = mtmd.mtmd_input_chunk_get_n_pos(chunk)
+                    prompt.images.append((len(prompt.tokens), n_pos, chunk))
                     prompt.tokens.extend([MEDIA_POSITION] * n_pos)
             return prompt
         finally:
@@ -157,34 +159,21 @@ class VisionProjector:
             for bitmap in bitmaps:
                 mtmd.mtmd_bitmap_free(bitmap)
 
-    def evaluate(
-        self, prompt: MediaPrompt, cached: int, decode_text: Callable[[list[int]], Any]
-    ) -> None:
-        """Evaluate the prompt after its first `cached` positions (already in the context):
-        text through `decode_text`, images through mtmd's encoder and a decode."""
-        llama = self.llama
-        position = 0
-        n_chunks = mtmd.mtmd_input_chunks_size(prompt.chunks)
-        for index in range(n_chunks):
-            chunk = mtmd.mtmd_input_chunks_get(prompt.chunks, index)
-            if mtmd.mtmd_input_chunk_get_type(chunk) == mtmd.MTMD_INPUT_CHUNK_TYPE_TEXT:
-                tokens = _text_tokens(chunk)
-                if position + len(tokens) > cached:
-                    decode_text(tokens[max(0, cached - position):])
-                position += len(tokens)
-                continue
-            start = llama.n_tokens
-            new_n_past = llama_cpp.llama_pos(0)
-            result = mtmd.mtmd_helper_eval_chunk_single(
-                self.ctx, llama._ctx.ctx, chunk, start, 0, llama.n_batch,
-                index == n_chunks - 1, ctypes.byref(new_n_past),
-            )
-            if result != 0:
-                raise EngineError(f"evaluating an image failed (mtmd error {result})",
-                                  param="messages")
-            llama.input_ids[start : new_n_past.value] = MEDIA_POSITION
-            llama.n_tokens = new_n_past.value
-            position += mtmd.mtmd_input_chunk_get_n_pos(chunk)
+    def eval_image(
+        self, ctx: Any, chunk: Any, n_past: int, seq_id: int, n_batch: int, logits_last: bool
+    ) -> int:
+        """Encode one image chunk and decode its embeddings into sequence `seq_id` at `n_past`;
+        returns the next free position. With logits_last, the logits of the last embedding
+        are left at index -1 (for a prompt that ends with an image)."""
+        new_n_past = llama_cpp.llama_pos(0)
+        result = mtmd.mtmd_helper_eval_chunk_single(
+            self.ctx, ctx, chunk, n_past, seq_id, n_batch, logits_last,
+            ctypes.byref(new_n_past),
+        )
+        if result != 0:
+            raise EngineError(f"evaluating an image failed (mtmd error {result})",
+                              param="messages")
+        return int(new_n_past.value)
 
     @staticmethod
     def _bitmap(image: ImageInput) -> Any:
