@@ -412,6 +412,7 @@ class ModelManager:
                 "expires_at": expires,
                 "keep_alive": model.keep_alive,
                 "in_flight": model.in_flight,
+                "sequences": model.engine.sequences() if model.engine else None,
                 "measured_rss": model.measured_bytes,
                 "estimate": {"weights": est.weights, "kv_cache": est.kv_cache,
                              "compute": est.compute} if est else None,

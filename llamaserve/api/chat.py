@@ -183,6 +183,7 @@ async def create_chat_completion(request: Request) -> Response:
                 grammar=plan.grammar,
                 logprobs=(body.top_logprobs or 0) if body.logprobs else None,
                 images=images,
+                cache_prompt=body.cache_prompt is not False,
             )
 
         _, events = await open_generation(request, body.model, build)

@@ -110,6 +110,7 @@ async def create_completion(request: Request) -> Response:
                 grammar=body.grammar,
                 logprobs=engine_logprobs,
                 echo=bool(body.echo),
+                cache_prompt=body.cache_prompt is not False,
             )
 
         _, events = await open_generation(request, body.model, build)

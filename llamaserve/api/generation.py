@@ -19,7 +19,7 @@ from ..engine import Event, Finished, GenerationRequest, SamplingParams
 from ..manager import ModelManager, ModelNotFoundError, ModelUnavailableError, ResidentModel
 from ..settings import parse_duration
 from .errors import APIError, parse_json, validation_error
-from .schemas import Usage, _Sampling
+from .schemas import PromptTokensDetails, Usage, _Sampling
 
 SYSTEM_FINGERPRINT = f"fp_llamaserve_{__version__}"
 RequestT = TypeVar("RequestT", bound=BaseModel)
@@ -113,8 +113,9 @@ def usage_of(finished: list[Finished]) -> Usage:
     """Usage over every generation of a request (all choices, all prompts)."""
     prompt = sum(f.prompt_tokens for f in finished)
     completion = sum(f.completion_tokens for f in finished)
+    cached = PromptTokensDetails(cached_tokens=sum(f.cached_tokens for f in finished))
     return Usage(prompt_tokens=prompt, completion_tokens=completion,
-                 total_tokens=prompt + completion)
+                 total_tokens=prompt + completion, prompt_tokens_details=cached)
 
 
 def stop_list(stop: str | list[str] | None) -> list[str]:

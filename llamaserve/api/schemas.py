@@ -183,6 +183,8 @@ class _Sampling(_Request):
     mirostat_tau: float | None = Field(default=None, gt=0)
     mirostat_eta: float | None = Field(default=None, gt=0)
     grammar: str | None = Field(default=None, min_length=1, max_length=MAX_GRAMMAR_CHARS)
+    # llama-server's: false re-evaluates the whole prompt instead of reusing cached KV cells
+    cache_prompt: bool | None = None
 
 
 class ChatCompletionRequest(_Sampling):
@@ -221,10 +223,15 @@ class CompletionRequest(_Sampling):
 # ---------------------------------------------------------------------------- responses
 
 
+class PromptTokensDetails(BaseModel):
+    cached_tokens: int  # prompt tokens whose KV cells came from the prefix cache
+
+
 class Usage(BaseModel):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+    prompt_tokens_details: PromptTokensDetails | None = None
 
 
 class TopLogprob(BaseModel):

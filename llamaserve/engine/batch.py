@@ -222,11 +222,12 @@ class BatchEngine:
         """Weights plus the context's state (KV cache, logits): what staying resident costs."""
         return self.llama._model.size() + llama_cpp.llama_state_get_size(self._ctx.ctx)
 
-    @property
-    def busy(self) -> int:
-        """Sequences generating now plus requests waiting for one."""
+    def sequences(self) -> dict[str, int]:
+        """How many sequences there are, how many run a request, how many requests wait."""
         with self._cond:
-            return sum(s.job is not None for s in self._slots) + len(self._queue)
+            running = sum(s.job is not None for s in self._slots)
+            return {"parallel": self.parallel, "running": running,
+                    "waiting": max(0, len(self._queue) - (self.parallel - running))}
 
     def close(self) -> None:
         with self._cond:
@@ -444,7 +445,7 @@ class BatchEngine:
         limit = len(job.tokens) - 1  # the last prompt token is decoded for its logits
         if job.media is not None:
             limit = min(limit, job.media.first_media)  # image cells are never reused
-        if not self._prefix_reuse or job.scores_prompt:
+        if not self._prefix_reuse or job.scores_prompt or not job.request.cache_prompt:
             limit = 0
         common = {s.seq: _common_prefix(s.tokens, tokens, limit) for s in self._slots}
         common = {seq: n if self._usable(seq, n) else 0 for seq, n in common.items()}
@@ -626,7 +627,7 @@ class BatchEngine:
         logger.debug("%d prompt (%d cached) + %d completion tokens", job.n_prompt, job.cached,
                      job.generated)
         self._emit(job, Finished(reason, job.n_prompt, job.generated,  # type: ignore[arg-type]
-                                 job.logprob_sum))
+                                 job.logprob_sum, job.cached))
         self._release(job)
 
     def _release(self, job: _Job) -> None:

@@ -80,6 +80,7 @@ class GenerationRequest:
     deadline: float | None = None  # time.monotonic() after which generation ends ("length")
     # One per MEDIA_MARKER in the messages' text, in order (engine/vision.py).
     images: list[ImageInput] = field(default_factory=list)
+    cache_prompt: bool = True  # False: evaluate the whole prompt, reuse no cached cells
 
 
 @dataclass
@@ -103,6 +104,7 @@ class Finished:
     prompt_tokens: int
     completion_tokens: int
     logprob_sum: float = 0.0  # of the generated tokens, when logprobs were asked for
+    cached_tokens: int = 0  # prompt tokens taken from the prefix cache
 
 
 Event = TextDelta | Finished
