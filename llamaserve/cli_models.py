@@ -231,15 +231,21 @@ def ps_command(host: str | None, port: int | None, api_key: str | None) -> None:
             f"no llamaserve server answers at {url} ({exc}); start one with `llamaserve serve` "
             "or pass --host/--port"
         ) from exc
-    rows = [("NAME", "SIZE", "MEASURED", "PROCESSOR", "CONTEXT", "UNTIL")]
+    rows = [("NAME", "SIZE", "MEASURED", "PROCESSOR", "CONTEXT", "SEQUENCES", "UNTIL")]
     for model in body["models"]:
         until = "forever" if model["expires_at"] is None else model["expires_at"]
         if model["in_flight"]:
             until = f"busy ({model['in_flight']} requests)"
         measured = model.get("measured_rss")
+        seqs = model.get("sequences")
+        busy = "-"
+        if seqs:
+            busy = f"{seqs['running']}/{seqs['parallel']}"
+            if seqs["waiting"]:
+                busy += f" +{seqs['waiting']} waiting"
         rows.append((model["name"], human_bytes(model["size"]),
                      human_bytes(measured) if measured is not None else "-",
-                     model["processor"], str(model["context_length"]), until))
+                     model["processor"], str(model["context_length"]), busy, until))
     _echo_table(rows)
     if body.get("max_memory"):
         used = sum(model["size"] for model in body["models"])

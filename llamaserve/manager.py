@@ -22,8 +22,8 @@ from typing import Any
 
 from .catalog import ModelSpec
 from .engine import BatchEngine, LoadOptions
-from .engine.options import micro_batch
 from .engine.embedding import Embedder, is_embedding_model, read_metadata
+from .engine.options import micro_batch
 from .gguf_info import GGUFError, MemoryEstimate, ModelInfo, human_bytes, read_model_info
 from .hub import ModelFiles, ModelFilesError, NotDownloadedError, locate_cached
 

@@ -46,10 +46,10 @@ def stream_text(client: openai.OpenAI, question: str, **fields: Any) -> str:
 
 
 def test_concurrent_streams_equal_the_same_requests_alone(client: openai.OpenAI) -> None:
-    alone = [stream_text(client, q, **s) for q, s in zip(QUESTIONS, SETTINGS)]
+    alone = [stream_text(client, q, **s) for q, s in zip(QUESTIONS, SETTINGS, strict=True)]
     with ThreadPoolExecutor(len(SETTINGS)) as pool:
         together = list(pool.map(lambda qs: stream_text(client, qs[0], **qs[1]),
-                                 zip(QUESTIONS, SETTINGS)))
+                                 zip(QUESTIONS, SETTINGS, strict=True)))
     assert together == alone
     assert len(set(alone)) == len(alone)  # eight different answers, not one repeated
 

@@ -143,6 +143,7 @@ def test_two_models_resident_and_ps_reports_them(serve) -> None:
         # The estimate leaves out llama.cpp's vocabulary tables (~20 MB for SmolLM2)
         assert 0.75 * model["size"] < model["measured_rss"] < 1.25 * model["size"]
         assert model["details"]["quantization_level"] == "Q4_1"
+        assert model["sequences"] == {"parallel": 4, "running": 0, "waiting": 0}
     assert body["max_memory"] == 10_000_000_000
     printed = subprocess.run(
         [sys.executable, "-m", "llamaserve", "ps", "--port", live.base_url.rsplit(":", 1)[1]],
@@ -150,8 +151,10 @@ def test_two_models_resident_and_ps_reports_them(serve) -> None:
     )
     assert printed.returncode == 0, printed.stderr
     lines = printed.stdout.splitlines()
-    assert lines[0].split() == ["NAME", "SIZE", "MEASURED", "PROCESSOR", "CONTEXT", "UNTIL"]
+    assert lines[0].split() == ["NAME", "SIZE", "MEASURED", "PROCESSOR", "CONTEXT", "SEQUENCES",
+                                "UNTIL"]
     assert lines[1].startswith("smol-b") and "100% CPU" in lines[1] and "forever" in lines[1]
+    assert " 0/4 " in lines[1]  # no sequence running, of --parallel's 4
 
 
 def test_least_recently_used_model_is_evicted_under_a_small_budget(serve) -> None:

@@ -21,6 +21,7 @@ from .chat_output import ChoiceDelta, ToolMode, argument_fragments, shape_choice
 from .errors import APIError, in_band_error
 from .generation import (
     SYSTEM_FINGERPRINT,
+    merged,
     new_id,
     now,
     open_generation,
@@ -191,10 +192,13 @@ async def create_chat_completion(request: Request) -> Response:
 
     first = await start(0)  # errors before anything is sent become plain 4xx answers
 
-    async def all_choices() -> AsyncIterator[ChoiceDelta]:
-        for index in range(n):
-            async for delta in first if index == 0 else await start(index):
-                yield delta
+    async def choice(index: int) -> AsyncIterator[ChoiceDelta]:
+        async for delta in first if index == 0 else await start(index):
+            yield delta
+
+    def all_choices() -> AsyncIterator[ChoiceDelta]:
+        # the n choices are decoded together, their chunks interleaved as they come
+        return merged([choice(index) for index in range(n)])
 
     completion_id, created = new_id("chatcmpl"), now()
     if body.stream:

@@ -16,6 +16,7 @@ from ..manager import ResidentModel
 from .errors import APIError, in_band_error
 from .generation import (
     SYSTEM_FINGERPRINT,
+    merged,
     new_id,
     now,
     open_generation,
@@ -119,9 +120,14 @@ async def create_completion(request: Request) -> Response:
     first = await start(prompts[0], 0)  # errors before anything is sent become 4xx answers
     runs = [(p, prompt, c) for p, prompt in enumerate(prompts) for c in range(best_of)]
 
-    async def events_of(run: int) -> AsyncIterator[Event]:
+    async def tagged(run: int) -> AsyncIterator[tuple[int, Event]]:
         _, prompt, candidate = runs[run]
-        return first if run == 0 else await start(prompt, candidate)
+        async for event in first if run == 0 else await start(prompt, candidate):
+            yield run, event
+
+    def all_runs() -> AsyncIterator[tuple[int, Event]]:
+        # every choice (and best_of candidate) is decoded together, events as they come
+        return merged([tagged(run) for run in range(len(runs))])
 
     completion_id, created = new_id("cmpl"), now()
 
@@ -139,37 +145,36 @@ async def create_completion(request: Request) -> Response:
 
         async def chunks() -> AsyncIterator[Completion | dict[str, Any]]:
             done: list[Finished] = []
-            for run in range(len(runs)):  # best_of == n here: every run is a choice
-                choice = ChoiceText(with_logprobs)
-                try:
-                    events = await events_of(run)
-                    async for event in events:
-                        if isinstance(event, TextDelta):
-                            piece = choice.add(event)
-                            yield make([CompletionChoice(index=run, text=event.text,
-                                                         logprobs=piece, finish_reason=None)])
-                        else:
-                            done.append(event)
-                            yield make([CompletionChoice(index=run, text="", logprobs=None,
-                                                         finish_reason=event.reason)])
-                except (APIError, EngineError) as exc:
-                    # Headers are gone: report in-band, as OpenAI does for mid-stream errors.
-                    yield in_band_error(exc)
-                    return
+            # best_of == n here: every run is a choice
+            texts = [ChoiceText(with_logprobs) for _ in runs]
+            try:
+                async for run, event in all_runs():
+                    if isinstance(event, TextDelta):
+                        piece = texts[run].add(event)
+                        yield make([CompletionChoice(index=run, text=event.text,
+                                                     logprobs=piece, finish_reason=None)])
+                    else:
+                        done.append(event)
+                        yield make([CompletionChoice(index=run, text="", logprobs=None,
+                                                     finish_reason=event.reason)])
+            except (APIError, EngineError) as exc:
+                # Headers are gone: report in-band, as OpenAI does for mid-stream errors.
+                yield in_band_error(exc)
+                return
             if include_usage:
                 yield make([], usage_of(done))
 
         return sse_response(chunks())
 
+    texts = [ChoiceText(with_logprobs) for _ in runs]
+    async for run, event in all_runs():
+        if isinstance(event, TextDelta):
+            texts[run].add(event)
+        else:
+            texts[run].finished = event
     per_prompt: list[list[ChoiceText]] = [[] for _ in prompts]
     for run, (p, _, _) in enumerate(runs):
-        choice = ChoiceText(with_logprobs)
-        async for event in await events_of(run):
-            if isinstance(event, TextDelta):
-                choice.add(event)
-            else:
-                choice.finished = event
-        per_prompt[p].append(choice)
+        per_prompt[p].append(texts[run])
     choices: list[CompletionChoice] = []
     finished: list[Finished] = []
     for candidates in per_prompt:

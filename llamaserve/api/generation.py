@@ -3,6 +3,7 @@ generation on a resident model, and Server-Sent Events framing."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -23,6 +24,7 @@ from .schemas import PromptTokensDetails, Usage, _Sampling
 
 SYSTEM_FINGERPRINT = f"fp_llamaserve_{__version__}"
 RequestT = TypeVar("RequestT", bound=BaseModel)
+T = TypeVar("T")
 
 
 def parse_keep_alive(body: dict[str, Any]) -> float | None:
@@ -181,6 +183,41 @@ async def open_generation(
             finished.completion_tokens
 
     return model, held()
+
+
+async def merged(streams: list[AsyncIterator[T]]) -> AsyncIterator[T]:
+    """The items of several async iterators as they come, e.g. the choices of one request,
+    which the engine decodes together. An error in any of them is raised here; closing this
+    closes them all (their generations stop)."""
+    if len(streams) == 1:
+        async for item in streams[0]:
+            yield item
+        return
+    queue: asyncio.Queue[tuple[int, Any]] = asyncio.Queue()
+
+    async def pump(stream: AsyncIterator[T]) -> None:
+        try:
+            async for item in stream:
+                await queue.put((0, item))
+        except Exception as exc:  # noqa: BLE001 - re-raised by the consumer
+            await queue.put((1, exc))
+        await queue.put((2, None))
+
+    tasks = [asyncio.create_task(pump(stream)) for stream in streams]
+    try:
+        running = len(tasks)
+        while running:
+            kind, item = await queue.get()
+            if kind == 0:
+                yield item
+            elif kind == 1:
+                raise item
+            else:
+                running -= 1
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def sse_response(chunks: AsyncIterator[BaseModel | dict[str, Any]]) -> StreamingResponse:

@@ -270,20 +270,24 @@ class BatchEngine:
             job.cancelled = True  # the scheduler frees the slot (or drops it from the queue)
 
     def _waiting(self) -> int:
-        """Requests that would wait for a slot (called with the lock held)."""
+        """Requests queued beyond the free slots (negative: free slots to spare). Called with
+        the lock held."""
         free = sum(s.job is None for s in self._slots)
-        return max(0, len(self._queue) - free)
+        return len(self._queue) - free
 
     def _check_room(self) -> None:
         with self._cond:
+            if any(job.cancelled for job in self._queue):  # their clients left while waiting
+                for job in self._queue:
+                    if job.cancelled:
+                        job.close()
+                self._queue = deque(job for job in self._queue if not job.cancelled)
             if self._closing:
                 raise EngineBusyError("the model is being unloaded; retry the request")
-            if self._waiting() >= self.queue_size and not any(
-                s.job is None for s in self._slots
-            ):
+            if self._waiting() >= self.queue_size:
                 raise EngineBusyError(
                     f"the server is busy: all {self.parallel} sequences are generating and "
-                    f"{self._waiting()} requests are waiting (--queue-size {self.queue_size}); "
+                    f"{len(self._queue)} requests are waiting (--queue-size {self.queue_size}); "
                     "retry shortly",
                     code="server_busy",
                 )
@@ -389,8 +393,9 @@ class BatchEngine:
                     self._cond.wait()
                 if self._closing:
                     break
-                self._admit(time.monotonic())
             try:
+                with self._cond:
+                    self._admit(time.monotonic())
                 self._step()
             except Exception as exc:  # noqa: BLE001 - a failed step fails its requests, not us
                 logger.exception("a decoding step failed")
@@ -431,7 +436,15 @@ class BatchEngine:
             if job.cancelled:
                 job.close()
                 continue
-            self._place(job, free)
+            try:
+                self._place(job, free)
+            except Exception as exc:  # noqa: BLE001 - this request fails, the others go on
+                logger.exception("seating a request failed")
+                slot = job.slot
+                self._fail(job, EngineError(f"the request could not be started: {exc}"))
+                if slot is not None:
+                    self._forget(slot)
+                job.close()
 
     def _place(self, job: _Job, free: list[_Slot]) -> None:
         """Seat a request in a free slot, reusing the longest cached prefix of its prompt.
