@@ -60,6 +60,7 @@ logger = logging.getLogger(__name__)
 
 PROMPT_CHUNK = 128  # prompt tokens per step while other sequences are generating
 REUSE_MARGIN = 32  # cached tokens that justify leaving the lowest free slot, or a copy
+MIN_REUSE = 8  # (for a short prompt, half of it, but at least this many)
 
 
 @dataclass(eq=False)
@@ -451,8 +452,9 @@ class BatchEngine:
 
         The lowest free sequence id is preferred: llama.cpp decodes the sequences of a step in
         one micro-batch only when their ids are consecutive. Another free slot is taken when
-        its cache saves REUSE_MARGIN tokens more; a busy slot's cells are copied when they
-        save that much over the best free one (a copy between streams copies the stream).
+        its cache saves enough tokens more (REUSE_MARGIN, or half a short prompt); a busy
+        slot's cells are copied when they save that much over the best free one (a copy
+        between streams copies the whole stream: cheaper than evaluating a dozen tokens).
         """
         tokens = np.asarray(job.tokens, dtype=np.int64)
         limit = len(job.tokens) - 1  # the last prompt token is decoded for its logits
@@ -462,14 +464,15 @@ class BatchEngine:
             limit = 0
         common = {s.seq: _common_prefix(s.tokens, tokens, limit) for s in self._slots}
         common = {seq: n if self._usable(seq, n) else 0 for seq, n in common.items()}
+        margin = max(MIN_REUSE, min(REUSE_MARGIN, len(job.tokens) // 2))
         target = free[0]  # the lowest free id
         best_free = max(free, key=lambda s: common[s.seq])
-        if common[best_free.seq] >= common[target.seq] + REUSE_MARGIN:
+        if common[best_free.seq] >= common[target.seq] + margin:
             target = best_free
         cached = common[target.seq]
         source = max(self._slots, key=lambda s: common[s.seq])
         seq = target.seq
-        if common[source.seq] >= cached + REUSE_MARGIN:
+        if common[source.seq] >= cached + margin:
             cached = common[source.seq]
             llama_cpp.llama_memory_seq_rm(self._memory, seq, -1, -1)
             llama_cpp.llama_memory_seq_cp(self._memory, source.seq, seq, -1, -1)
