@@ -114,7 +114,6 @@ class _Slot:
     seq: int
     tokens: list[int] = field(default_factory=list)  # what this sequence's KV cells hold
     job: _Job | None = None
-    last_used: float = 0.0
 
 
 def _common_prefix(cached: list[int], tokens: np.ndarray, limit: int) -> int:
@@ -652,7 +651,6 @@ class BatchEngine:
         if slot is not None:
             with self._cond:
                 slot.job = None
-            slot.last_used = time.monotonic()
             job.slot = None
         job.close()
 
