@@ -18,7 +18,7 @@ from tqdm.std import tqdm
 
 from .cache import list_local, remove
 from .catalog import Catalog, CatalogError, HubRef, HubSource, ModelSpec, load_catalog, resolve
-from .engine.options import DEFAULT_PARALLEL, micro_batch
+from .engine.options import DEFAULT_CONTEXT_CAP, DEFAULT_PARALLEL, micro_batch
 from .gguf_info import GGUFError, human_bytes, human_count, read_model_info
 from .hub import (
     AmbiguousFileError,
@@ -163,7 +163,8 @@ def show_command(name: str, catalog: Path | None, template: bool, ctx: int | Non
     if template:
         click.echo(info.chat_template or "")
         return
-    context = ctx or spec.context or min(info.context_length or 4096, 4096)
+    context = info.effective_context(ctx, spec.context,
+                                     embedding=spec.kind == "embedding" or info.embeds_only)
     parallel = DEFAULT_PARALLEL
     estimate = info.estimate(context, micro_batch(0), sequences=parallel)
     first_line = (info.chat_template or "").strip().splitlines()[:1]
@@ -173,6 +174,8 @@ def show_command(name: str, catalog: Path | None, template: bool, ctx: int | Non
         ("architecture", info.architecture),
         ("parameters", human_count(info.n_params)),
         ("context length", str(info.context_length or "unknown")),
+        ("served context", f"{context} tokens per sequence (--ctx, else the catalog's, else "
+                           f"the training context up to {DEFAULT_CONTEXT_CAP})"),
         ("quantization", info.quantization or "unknown"),
         ("size", human_bytes(info.file_bytes)),
         ("memory", f"about {human_bytes(estimate.total)} at context {context} x {parallel} "

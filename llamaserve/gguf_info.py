@@ -17,6 +17,8 @@ from typing import Any, BinaryIO
 
 import gguf
 
+from .engine.options import DEFAULT_CONTEXT_CAP
+
 # Arrays longer than this (vocabularies, merges) are counted, not kept.
 _KEEP_ARRAY_MAX = 64
 _SCALARS: dict[gguf.GGUFValueType, str] = {
@@ -35,6 +37,21 @@ _SCALARS: dict[gguf.GGUFValueType, str] = {
 SPLIT_PATTERN = re.compile(r"^(?P<prefix>.*)-(?P<part>\d{5})-of-(?P<count>\d{5})\.gguf$")
 # llama.cpp's default micro-batch: the compute buffer holds logits for this many tokens.
 DEFAULT_UBATCH = 512
+
+
+def effective_context(
+    requested: int | None, catalog: int | None, trained: int | None,
+    cap: int = DEFAULT_CONTEXT_CAP,
+) -> int:
+    """The context (tokens per sequence) a model is served with: `--ctx` when given, else the
+    catalog's `context`, else the model's training context capped at `cap` — a GGUF trained
+    on 128k tokens would otherwise allocate gigabytes of KV cache. The manager decides it once
+    per model; the engine, the memory estimate, `show` and `ps` all use that one number."""
+    if requested:
+        return requested
+    if catalog:
+        return catalog
+    return min(trained or cap, cap)
 
 
 class GGUFError(ValueError):
@@ -177,13 +194,31 @@ class ModelInfo:
     vocab_size: int
     metadata: dict[str, Any]
 
+    @property
+    def embeds_only(self) -> bool:
+        """Non-causal attention (BERT and its kin) or a pooling type in the header (e.g.
+        Qwen3-Embedding): a model that computes embeddings and cannot generate text."""
+        causal = self.metadata.get(f"{self.architecture}.attention.causal")
+        pooling = self.metadata.get(f"{self.architecture}.pooling_type")
+        return causal is False or (isinstance(pooling, int) and pooling != 0)
+
+    def effective_context(
+        self, requested: int | None = None, catalog: int | None = None, *, embedding: bool = False
+    ) -> int:
+        """`effective_context` for this model; an embedding model never runs past its training
+        context (its positions have no embeddings there)."""
+        context = effective_context(requested, catalog, self.context_length)
+        if embedding and self.context_length:
+            context = min(context, self.context_length)
+        return context
+
     def estimate(
-        self, n_ctx: int | None = None, n_ubatch: int = DEFAULT_UBATCH, sequences: int = 1
+        self, context: int, n_ubatch: int = DEFAULT_UBATCH, sequences: int = 1
     ) -> MemoryEstimate:
         """llama.cpp's own arithmetic: f16 K and V for every layer and context cell, and a
         compute buffer dominated by the logits of one micro-batch (checked against its load
-        log for SmolLM2 and Gemma 3). `sequences` parallel requests get `n_ctx` cells each."""
-        context = n_ctx or self.context_length or 4096
+        log for SmolLM2 and Gemma 3). `sequences` parallel requests get `context` cells each
+        (decide it with `effective_context`)."""
         kv_per_cell = sum(n * (self.key_length + self.value_length) for n in self.head_count_kv)
         kv_cache = context * sequences * kv_per_cell * 2
         ubatch = min(n_ubatch, context)

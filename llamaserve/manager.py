@@ -17,12 +17,12 @@ import os
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from .catalog import ModelSpec
 from .engine import BatchEngine, LoadOptions
-from .engine.embedding import Embedder, is_embedding_model, read_metadata
+from .engine.embedding import Embedder
 from .engine.options import micro_batch
 from .gguf_info import GGUFError, MemoryEstimate, ModelInfo, human_bytes, read_model_info
 from .hub import ModelFiles, ModelFilesError, NotDownloadedError, locate_cached
@@ -207,9 +207,12 @@ class ModelManager:
                 model.info = read_model_info(model.files.weights)
             except GGUFError as exc:
                 raise ModelLoadError(f"cannot load model '{model.spec.id}': {exc}") from exc
-            options = model.options
-            model.estimate = model.info.estimate(options.n_ctx or model.spec.context,
-                                                 micro_batch(options.n_gpu_layers),
+            # The one decision of the context: the engine is loaded with what is estimated.
+            model.embedding_only = model.spec.kind == "embedding" or model.info.embeds_only
+            context = model.info.effective_context(model.options.n_ctx, model.spec.context,
+                                                   embedding=model.embedding_only)
+            model.options = options = replace(model.options, n_ctx=context)
+            model.estimate = model.info.estimate(context, micro_batch(options.n_gpu_layers),
                                                  sequences=options.parallel)
 
     def _victims(self, model: ResidentModel) -> list[ResidentModel]:
@@ -258,9 +261,8 @@ class ModelManager:
                     model.options.n_threads or 0)
         before = resident_bytes()
         try:
-            if model.spec.kind == "embedding" or is_embedding_model(read_metadata(path)):
+            if model.embedding_only:
                 model.embedder = Embedder.load(path, model.options, chat_model=False)
-                model.embedding_only = True
             else:
                 model.engine = BatchEngine.load(path, model.options, model.files.projector)
         except (ValueError, RuntimeError, OSError) as exc:

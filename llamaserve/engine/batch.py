@@ -40,7 +40,7 @@ import numpy as np
 from llama_cpp import Llama
 from llama_cpp._internals import LlamaContext, LlamaSampler
 
-from .options import CPU_UBATCH, DEFAULT_CONTEXT_CAP, N_BATCH, LoadOptions
+from .options import CPU_UBATCH, N_BATCH, LoadOptions
 from .prompt import ChatPrompter
 from .sampling import LogprobReader, build_sampler
 from .stops import StopMatcher
@@ -172,11 +172,8 @@ class BatchEngine:
         """Load the weights (and the vision projector when given) and start the scheduler
         (blocking: call it from a worker thread)."""
         n_ctx = options.n_ctx
-        if n_ctx is None:
-            # Ask the header first: a 128k training context would allocate gigabytes of KV.
-            probe = Llama(str(path), vocab_only=True, verbose=False)
-            n_ctx = min(probe._model.n_ctx_train() or DEFAULT_CONTEXT_CAP, DEFAULT_CONTEXT_CAP)
-            probe.close()
+        if n_ctx is None:  # decided by the caller (gguf_info.effective_context), never here
+            raise ValueError("LoadOptions.n_ctx must be set to load a model")
         llama = Llama(
             model_path=str(path),
             n_ctx=16,  # a placeholder context, replaced below

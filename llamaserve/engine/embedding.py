@@ -21,7 +21,7 @@ import llama_cpp
 import numpy as np
 from llama_cpp import Llama
 
-from .options import DEFAULT_CONTEXT_CAP, LoadOptions
+from .options import LoadOptions
 from .types import EngineError
 
 logger = logging.getLogger(__name__)
@@ -48,16 +48,6 @@ def read_metadata(path: Path) -> dict[str, str]:
         return dict(probe.metadata)
     finally:
         probe.close()
-
-
-def is_embedding_model(metadata: dict[str, str]) -> bool:
-    """True for models that only embed: non-causal attention (BERT and its kin) or a pooling
-    type in the header (e.g. Qwen3-Embedding); such a model cannot generate text."""
-    arch = metadata.get("general.architecture", "")
-    if metadata.get(f"{arch}.attention.causal") == "false":
-        return True
-    pooling = metadata.get(f"{arch}.pooling_type")
-    return pooling is not None and int(pooling) != llama_cpp.LLAMA_POOLING_TYPE_NONE
 
 
 def _pooling(metadata: dict[str, str]) -> int:
@@ -117,8 +107,10 @@ class Embedder:
         metadata = read_metadata(path)
         arch = metadata.get("general.architecture", "")
         n_ctx_train = int(metadata.get(f"{arch}.context_length", 0))
-        n_ctx = options.n_ctx or min(n_ctx_train or DEFAULT_CONTEXT_CAP, DEFAULT_CONTEXT_CAP)
-        if n_ctx_train:
+        n_ctx = options.n_ctx  # decided by the caller (gguf_info.effective_context)
+        if n_ctx is None:
+            raise ValueError("LoadOptions.n_ctx must be set to load a model")
+        if n_ctx_train:  # positions past the training context have no position embedding
             n_ctx = min(n_ctx, n_ctx_train)
         if chat_model:
             pooling = llama_cpp.LLAMA_POOLING_TYPE_MEAN
