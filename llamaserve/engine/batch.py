@@ -47,6 +47,7 @@ from .stops import StopMatcher
 from .types import (
     EngineBusyError,
     EngineError,
+    EngineInternalError,
     Event,
     Finished,
     GenerationRequest,
@@ -61,6 +62,12 @@ logger = logging.getLogger(__name__)
 PROMPT_CHUNK = 128  # prompt tokens per step while other sequences are generating
 REUSE_MARGIN = 32  # cached tokens that justify leaving the lowest free slot, or a copy
 MIN_REUSE = 8  # (for a short prompt, half of it, but at least this many)
+# llama_decode's non-zero results (llama.h); any other negative value is a fatal error.
+DECODE_FAILURES = {
+    1: "no free KV cells for the batch",
+    2: "aborted",
+    -1: "invalid input batch",
+}
 
 
 @dataclass(eq=False)
@@ -401,7 +408,8 @@ class BatchEngine:
                 logger.exception("a decoding step failed")
                 for slot in self._slots:
                     if slot.job is not None:
-                        self._fail(slot.job, EngineError(f"decoding failed: {exc}"))
+                        self._fail(slot.job, EngineInternalError(
+                            f"The model failed while generating ({exc}); see the server log."))
                         self._forget(slot)
             self._flush()
         with self._cond:
@@ -441,7 +449,8 @@ class BatchEngine:
             except Exception as exc:  # noqa: BLE001 - this request fails, the others go on
                 logger.exception("seating a request failed")
                 slot = job.slot
-                self._fail(job, EngineError(f"the request could not be started: {exc}"))
+                self._fail(job, EngineInternalError(
+                    f"The request could not be started ({exc}); see the server log."))
                 if slot is not None:
                     self._forget(slot)
                 job.close()
@@ -521,7 +530,13 @@ class BatchEngine:
         for job in jobs:
             image = job.next_image() if job.prompting else None
             if image is not None and image[0] == job.pos:
-                self._eval_image(job, image)
+                try:
+                    self._eval_image(job, image)
+                except Exception as exc:  # noqa: BLE001 - this request fails, the others go on
+                    logger.exception("evaluating an image into sequence %d failed",
+                                     job.slot.seq if job.slot else -1)
+                    self._abort(job, EngineInternalError(
+                        f"The model failed while reading an image ({exc}); see the server log."))
         batch = self._batch
         n = 0
         samples: list[tuple[_Job, int]] = []
@@ -571,10 +586,7 @@ class BatchEngine:
         if result != 0:
             failed = {job for job, _ in samples} | {job for job, _, _ in scores}
             failed |= {j for j in jobs if j.slot is not None and j.prompting}
-            for job in failed:
-                self._fail(job, EngineError(f"llama_decode failed ({result}); retry the request"))
-                if job.slot is not None:
-                    self._forget(job.slot)
+            self._decode_failed(result, n, failed)
             return
         for job, index, position in scores:
             if position + 1 < len(job.tokens):
@@ -583,6 +595,18 @@ class BatchEngine:
         for job, index in samples:
             if job.slot is not None:
                 self._sample(job, index)
+
+    def _decode_failed(self, result: int, n_tokens: int, failed: set[_Job]) -> None:
+        """llama_decode refused a batch: the server's fault, not the requests', so they fail
+        with a 500 (a 4xx would tell the client its request was wrong)."""
+        cause = DECODE_FAILURES.get(result, "fatal error")
+        logger.error("llama_decode returned %d (%s) on a batch of %d tokens; failing %d "
+                     "requests on sequences %s", result, cause, n_tokens, len(failed),
+                     sorted(job.slot.seq for job in failed if job.slot is not None))
+        for job in failed:
+            self._abort(job, EngineInternalError(
+                f"The model failed while generating (llama_decode returned {result}: {cause}); "
+                "see the server log."))
 
     def _eval_image(self, job: _Job, image: tuple[int, int, Any]) -> None:
         start, n_pos, chunk = image
@@ -657,6 +681,14 @@ class BatchEngine:
     def _forget(self, slot: _Slot) -> None:
         llama_cpp.llama_memory_seq_rm(self._memory, slot.seq, -1, -1)
         slot.tokens = []
+
+    def _abort(self, job: _Job, exc: BaseException) -> None:
+        """Fail a running request and drop its sequence's cells: after a failed decode they
+        no longer match the tokens the slot records."""
+        slot = job.slot
+        self._fail(job, exc)
+        if slot is not None:
+            self._forget(slot)
 
     def _fail(self, job: _Job, exc: BaseException) -> None:
         self._emit(job, exc)

@@ -20,7 +20,7 @@ import llama_cpp.mtmd_cpp as mtmd
 from llama_cpp import Llama, llama_chat_format
 from llama_cpp._logger import llama_log_callback
 
-from .types import EngineError, ImageInput
+from .types import EngineError, EngineInternalError, ImageInput
 
 logger = logging.getLogger(__name__)
 
@@ -171,8 +171,7 @@ class VisionProjector:
             ctypes.byref(new_n_past),
         )
         if result != 0:
-            raise EngineError(f"evaluating an image failed (mtmd error {result})",
-                              param="messages")
+            raise EngineInternalError(f"evaluating an image failed (mtmd error {result})")
         return int(new_n_past.value)
 
     @staticmethod
