@@ -1,7 +1,8 @@
 """Tiny synthetic GGUF models, written with the `gguf` package, for tests and benchmarks.
 
 `write_llava_projector` makes a LLaVA-1.5 style vision projector that llama.cpp's mtmd loads
-beside SmolLM2; `image_bytes` and `data_uri` make test images.
+beside SmolLM2; `write_tiny_qwen25vl` a Qwen2.5-VL model and projector pair (M-RoPE);
+`image_bytes` and `data_uri` make test images.
 
 `write_tiny_bert` makes a BERT-architecture sentence embedder that llama.cpp loads and runs like
 all-MiniLM or bge: random weights (fixed seed), so its vectors mean nothing, but they are real
@@ -11,6 +12,7 @@ llama.cpp outputs: deterministic, different for different texts, pooled as the m
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import gguf
 import numpy as np
@@ -220,3 +222,156 @@ def data_uri(data: bytes, media_type: str = "image/png") -> str:
     import base64
 
     return f"data:{media_type};base64,{base64.b64encode(data).decode()}"
+
+
+# A Qwen2.5-VL pair (llama.cpp arch "qwen2vl", projector "qwen2.5vl_merger"): M-RoPE, where an
+# image takes more KV cells (tokens) than positions. SmolLM2's tokenizer plus Qwen's vision
+# control tokens; random weights, so the text means nothing.
+QWEN_VL_WIDTH = 64  # text model embedding width (= the projector's output)
+QWEN_VL_HEADS = 4  # head dim 16: M-RoPE sections [2, 3, 3, 0] in the real 16:24:24 ratio
+QWEN_VL_KV_HEADS = 2
+QWEN_VL_FFN = 128
+QWEN_VL_BLOCKS = 2
+QWEN_VIT_WIDTH = 32
+QWEN_VIT_FFN = 48  # unlike the width, or the loader takes ffn_up and ffn_down for each other
+QWEN_VIT_BLOCKS = 2
+QWEN_PATCH = 14
+QWEN_VISION_TOKENS = ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>"]
+CHATML_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + "
+    "message['content'] + '<|im_end|>\\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+
+def _copy_tokenizer(writer: gguf.GGUFWriter, source: Path, extra: list[str]) -> list[int]:
+    """Copy a GGUF's `tokenizer.ggml.*` (a BPE vocabulary) and append `extra` control tokens;
+    returns the token types of the new vocabulary."""
+    fields = gguf.GGUFReader(str(source)).fields
+
+    def value(key: str) -> Any:
+        return fields[key].contents()
+
+    tokens = [*value("tokenizer.ggml.tokens"), *extra]
+    types = [*value("tokenizer.ggml.token_type"), *[gguf.TokenType.CONTROL] * len(extra)]
+    writer.add_tokenizer_model(value("tokenizer.ggml.model"))
+    writer.add_tokenizer_pre(value("tokenizer.ggml.pre"))
+    writer.add_token_list(tokens)
+    writer.add_token_types(types)
+    writer.add_token_merges(value("tokenizer.ggml.merges"))
+    writer.add_bos_token_id(value("tokenizer.ggml.bos_token_id"))
+    writer.add_eos_token_id(value("tokenizer.ggml.eos_token_id"))
+    writer.add_unk_token_id(value("tokenizer.ggml.unknown_token_id"))
+    writer.add_pad_token_id(value("tokenizer.ggml.padding_token_id"))
+    writer.add_add_bos_token(False)
+    return [int(t) for t in types]
+
+
+def write_tiny_qwen25vl(
+    model_path: Path, projector_path: Path, tokenizer_source: Path, *, context: int = 512,
+    seed: int = 0,
+) -> tuple[Path, Path]:
+    """Write a tiny Qwen2.5-VL model GGUF and its projector (f32, ~15 MB together).
+
+    The control tokens' embedding rows (end of turn, end of text among them) are scaled down:
+    with the output tied to the embeddings their logits stay near 0 while the others spread
+    widely, so the model never stops on its own and a request without max_tokens runs to the
+    end of the context. (Not zero: this llama.cpp reads no RMS-norm epsilon for qwen2vl, so
+    a zero row would normalise to NaN.)
+    """
+    rng = np.random.default_rng(seed)
+
+    def weight(*shape: int) -> np.ndarray:
+        return (rng.standard_normal(shape) / np.sqrt(shape[-1])).astype(np.float32)
+
+    def ones(n: int) -> np.ndarray:
+        return np.ones(n, dtype=np.float32)
+
+    def zeros(n: int) -> np.ndarray:
+        return np.zeros(n, dtype=np.float32)
+
+    width, heads, kv_heads = QWEN_VL_WIDTH, QWEN_VL_HEADS, QWEN_VL_KV_HEADS
+    kv_width = width // heads * kv_heads
+    writer = gguf.GGUFWriter(str(model_path), "qwen2vl")
+    writer.add_name("tiny-qwen2.5-vl")
+    writer.add_context_length(context)
+    writer.add_embedding_length(width)
+    writer.add_block_count(QWEN_VL_BLOCKS)
+    writer.add_feed_forward_length(QWEN_VL_FFN)
+    writer.add_head_count(heads)
+    writer.add_head_count_kv(kv_heads)
+    writer.add_rope_freq_base(1_000_000.0)
+    writer.add_layer_norm_rms_eps(1e-6)
+    writer.add_array("qwen2vl.rope.dimension_sections", [2, 3, 3, 0])
+    writer.add_file_type(gguf.LlamaFileType.ALL_F32)
+    token_types = np.asarray(_copy_tokenizer(writer, tokenizer_source, QWEN_VISION_TOKENS))
+    writer.add_chat_template(CHATML_TEMPLATE)
+
+    embeddings = rng.standard_normal((len(token_types), width)).astype(np.float32)
+    embeddings[token_types == gguf.TokenType.CONTROL] *= 1e-3
+    writer.add_tensor("token_embd.weight", embeddings)
+    writer.add_tensor("output_norm.weight", ones(width))
+    for i in range(QWEN_VL_BLOCKS):
+        block = f"blk.{i}"
+        writer.add_tensor(f"{block}.attn_norm.weight", ones(width))
+        writer.add_tensor(f"{block}.attn_q.weight", weight(width, width))
+        writer.add_tensor(f"{block}.attn_q.bias", zeros(width))
+        writer.add_tensor(f"{block}.attn_k.weight", weight(kv_width, width))
+        writer.add_tensor(f"{block}.attn_k.bias", zeros(kv_width))
+        writer.add_tensor(f"{block}.attn_v.weight", weight(kv_width, width))
+        writer.add_tensor(f"{block}.attn_v.bias", zeros(kv_width))
+        writer.add_tensor(f"{block}.attn_output.weight", weight(width, width))
+        writer.add_tensor(f"{block}.ffn_norm.weight", ones(width))
+        writer.add_tensor(f"{block}.ffn_gate.weight", weight(QWEN_VL_FFN, width))
+        writer.add_tensor(f"{block}.ffn_up.weight", weight(QWEN_VL_FFN, width))
+        writer.add_tensor(f"{block}.ffn_down.weight", weight(width, QWEN_VL_FFN))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+    vit, ffn = QWEN_VIT_WIDTH, QWEN_VIT_FFN
+    writer = gguf.GGUFWriter(str(projector_path), "clip")
+    writer.add_string("clip.projector_type", "qwen2.5vl_merger")
+    writer.add_bool("clip.has_vision_encoder", True)
+    writer.add_bool("clip.use_silu", True)
+    writer.add_uint32("clip.vision.image_size", 56)
+    writer.add_uint32("clip.vision.patch_size", QWEN_PATCH)
+    writer.add_uint32("clip.vision.embedding_length", vit)
+    writer.add_uint32("clip.vision.feed_forward_length", ffn)
+    writer.add_uint32("clip.vision.block_count", QWEN_VIT_BLOCKS)
+    writer.add_uint32("clip.vision.attention.head_count", 4)
+    writer.add_float32("clip.vision.attention.layer_norm_epsilon", 1e-6)
+    writer.add_uint32("clip.vision.projection_dim", width)
+    writer.add_uint32("clip.vision.n_wa_pattern", 2)
+    writer.add_uint32("clip.vision.spatial_merge_size", 2)
+    writer.add_array("clip.vision.image_mean", [0.5, 0.5, 0.5])
+    writer.add_array("clip.vision.image_std", [0.5, 0.5, 0.5])
+
+    def tensor(name: str, *shape: int) -> None:
+        writer.add_tensor(name, (rng.standard_normal(shape) * 0.02).astype(np.float32))
+
+    tensor("v.patch_embd.weight", vit, 3, QWEN_PATCH, QWEN_PATCH)
+    tensor("v.patch_embd.weight.1", vit, 3, QWEN_PATCH, QWEN_PATCH)  # the second frame
+    for block in range(QWEN_VIT_BLOCKS):
+        prefix = f"v.blk.{block}"
+        writer.add_tensor(f"{prefix}.ln1.weight", ones(vit))
+        writer.add_tensor(f"{prefix}.ln2.weight", ones(vit))
+        for part in ("q", "k", "v", "out"):
+            tensor(f"{prefix}.attn_{part}.weight", vit, vit)
+            tensor(f"{prefix}.attn_{part}.bias", vit)
+        for part in ("gate", "up"):
+            tensor(f"{prefix}.ffn_{part}.weight", ffn, vit)
+            tensor(f"{prefix}.ffn_{part}.bias", ffn)
+        tensor(f"{prefix}.ffn_down.weight", vit, ffn)
+        tensor(f"{prefix}.ffn_down.bias", vit)
+    writer.add_tensor("v.post_ln.weight", ones(vit))
+    tensor("mm.0.weight", 4 * vit, 4 * vit)
+    tensor("mm.0.bias", 4 * vit)
+    tensor("mm.2.weight", width, 4 * vit)
+    tensor("mm.2.bias", width)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return model_path, projector_path

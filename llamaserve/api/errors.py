@@ -11,7 +11,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from ..engine import EngineBusyError, EngineError
+from ..engine import EngineBusyError, EngineError, EngineInternalError
 from ..manager import EmbeddingModelError, ModelUnavailableError
 
 logger = logging.getLogger(__name__)
@@ -58,6 +58,8 @@ def in_band_error(exc: APIError | EngineError) -> dict[str, Any]:
         return error_body(exc.status, exc.message, exc.param, exc.code)
     if isinstance(exc, EngineBusyError):
         return error_body(503, str(exc), None, exc.code)
+    if isinstance(exc, EngineInternalError):
+        return error_body(500, str(exc), None, "server_error")
     return error_body(400, str(exc), exc.param, "invalid_request")
 
 
@@ -142,6 +144,12 @@ async def handle_engine_busy(request: Request, exc: Exception) -> JSONResponse:
     return response
 
 
+async def handle_engine_internal(request: Request, exc: Exception) -> JSONResponse:
+    """The engine failed on its side (already logged with its cause): not the client's fault."""
+    assert isinstance(exc, EngineInternalError)
+    return error_response(500, str(exc), None, "server_error")
+
+
 async def handle_embedding_model_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, EmbeddingModelError)
     return error_response(400, str(exc), "model", "model_not_supported")
@@ -177,6 +185,7 @@ async def handle_model_unavailable(request: Request, exc: Exception) -> JSONResp
 EXCEPTION_HANDLERS = {
     APIError: handle_api_error,
     EngineBusyError: handle_engine_busy,
+    EngineInternalError: handle_engine_internal,
     EngineError: handle_engine_error,
     EmbeddingModelError: handle_embedding_model_error,
     ModelUnavailableError: handle_model_unavailable,

@@ -5,6 +5,7 @@ from .options import LoadOptions
 from .types import (
     EngineBusyError,
     EngineError,
+    EngineInternalError,
     Event,
     Finished,
     GenerationRequest,
@@ -17,6 +18,7 @@ __all__ = [
     "BatchEngine",
     "EngineBusyError",
     "EngineError",
+    "EngineInternalError",
     "Event",
     "Finished",
     "GenerationRequest",

@@ -47,6 +47,7 @@ from .stops import StopMatcher
 from .types import (
     EngineBusyError,
     EngineError,
+    EngineInternalError,
     Event,
     Finished,
     GenerationRequest,
@@ -54,13 +55,19 @@ from .types import (
     TextDelta,
     TokenLogprob,
 )
-from .vision import MediaPrompt, VisionProjector, choose_handler, handler_format
+from .vision import MediaChunk, MediaPrompt, VisionProjector, choose_handler, handler_format
 
 logger = logging.getLogger(__name__)
 
 PROMPT_CHUNK = 128  # prompt tokens per step while other sequences are generating
 REUSE_MARGIN = 32  # cached tokens that justify leaving the lowest free slot, or a copy
 MIN_REUSE = 8  # (for a short prompt, half of it, but at least this many)
+# llama_decode's non-zero results (llama.h); any other negative value is a fatal error.
+DECODE_FAILURES = {
+    1: "no free KV cells for the batch",
+    2: "aborted",
+    -1: "invalid input batch",
+}
 
 
 @dataclass(eq=False)
@@ -69,7 +76,9 @@ class _Job:
 
     request: GenerationRequest
     tokens: list[int]  # one entry per prompt position (MEDIA_POSITION where images go)
-    n_prompt: int  # prompt tokens for usage (image tokens included)
+    # Prompt tokens, image tokens included: its usage and the KV cells it takes. With M-RoPE
+    # an image's tokens share positions, so this can exceed len(tokens).
+    n_prompt: int
     limit: int  # tokens it may generate
     sampler: LlamaSampler
     reader: LogprobReader
@@ -98,10 +107,10 @@ class _Job:
         """Echo with logprobs: every prompt position's logits are needed, none is cached."""
         return self.request.echo and self.request.logprobs is not None
 
-    def next_image(self) -> tuple[int, int, Any] | None:
+    def next_image(self) -> MediaChunk | None:
         if self.media is None:
             return None
-        return next((img for img in self.media.images if img[0] >= self.pos), None)
+        return next((img for img in self.media.images if img.start >= self.pos), None)
 
     def close(self) -> None:
         self.sampler.close()
@@ -112,7 +121,8 @@ class _Job:
 @dataclass(eq=False)
 class _Slot:
     seq: int
-    tokens: list[int] = field(default_factory=list)  # what this sequence's KV cells hold
+    tokens: list[int] = field(default_factory=list)  # what its KV cells hold, by position
+    cells: int = 0  # KV cells it holds (more than len(tokens) after an M-RoPE image)
     job: _Job | None = None
 
 
@@ -302,8 +312,8 @@ class BatchEngine:
         tokens, template_stops, media = self._prompt_tokens(request)
         try:
             n_prompt = len(tokens) if media is None else media.n_tokens
-            self._check_fits(len(tokens), n_prompt, request.max_tokens)
-            limit = self.n_ctx - len(tokens)
+            self._check_fits(n_prompt, request.max_tokens)
+            limit = self.n_ctx - n_prompt  # the cells left, not the positions
             if request.max_tokens is not None:
                 limit = min(limit, request.max_tokens)
             text_tokens = tokens if media is None else [t for t in tokens if t >= 0]
@@ -363,17 +373,19 @@ class BatchEngine:
         suffix_tokens = self.llama.tokenize(suffix.encode("utf-8"), add_bos=False, special=False)
         return [pre, *prefix, suf, *suffix_tokens, mid]
 
-    def _check_fits(self, n_positions: int, n_prompt: int, max_tokens: int | None) -> None:
+    def _check_fits(self, n_prompt: int, max_tokens: int | None) -> None:
+        """The prompt's KV cells plus max_tokens must fit in a sequence's n_ctx cells (its
+        positions may be fewer: M-RoPE images, but every token takes a cell)."""
         n_ctx = self.n_ctx
-        if n_positions == 0:
+        if n_prompt == 0:
             raise EngineError("the prompt is empty", param="prompt")
-        if n_positions >= n_ctx:
+        if n_prompt >= n_ctx:
             raise PromptTooLongError(
                 f"This model's maximum context length is {n_ctx} tokens. However, your prompt "
                 f"has {n_prompt} tokens, leaving no room for a completion. Shorten the prompt.",
                 param="messages",
             )
-        if max_tokens is not None and n_positions + max_tokens > n_ctx:
+        if max_tokens is not None and n_prompt + max_tokens > n_ctx:
             raise PromptTooLongError(
                 f"This model's maximum context length is {n_ctx} tokens. However, you requested "
                 f"{n_prompt + max_tokens} tokens ({n_prompt} in the prompt, {max_tokens} for the "
@@ -398,7 +410,8 @@ class BatchEngine:
                 logger.exception("a decoding step failed")
                 for slot in self._slots:
                     if slot.job is not None:
-                        self._fail(slot.job, EngineError(f"decoding failed: {exc}"))
+                        self._fail(slot.job, EngineInternalError(
+                            f"The model failed while generating ({exc}); see the server log."))
                         self._forget(slot)
             self._flush()
         with self._cond:
@@ -438,7 +451,8 @@ class BatchEngine:
             except Exception as exc:  # noqa: BLE001 - this request fails, the others go on
                 logger.exception("seating a request failed")
                 slot = job.slot
-                self._fail(job, EngineError(f"the request could not be started: {exc}"))
+                self._fail(job, EngineInternalError(
+                    f"The request could not be started ({exc}); see the server log."))
                 if slot is not None:
                     self._forget(slot)
                 job.close()
@@ -455,7 +469,9 @@ class BatchEngine:
         tokens = np.asarray(job.tokens, dtype=np.int64)
         limit = len(job.tokens) - 1  # the last prompt token is decoded for its logits
         if job.media is not None:
-            limit = min(limit, job.media.first_media)  # image cells are never reused
+            # Image cells are never reused, so a cached prefix is text: as many cells as
+            # positions.
+            limit = min(limit, job.media.first_media)
         if not self._prefix_reuse or job.scores_prompt or not job.request.cache_prompt:
             limit = 0
         common = {s.seq: _common_prefix(s.tokens, tokens, limit) for s in self._slots}
@@ -479,6 +495,7 @@ class BatchEngine:
             llama_cpp.llama_memory_seq_rm(self._memory, seq, -1, -1)
             cached = 0
         target.tokens = source_tokens[:cached]
+        target.cells = cached
         target.job = job
         job.slot = target
         job.pos = job.cached = cached
@@ -517,8 +534,14 @@ class BatchEngine:
         # Images are encoded and decoded by mtmd, outside the shared batch.
         for job in jobs:
             image = job.next_image() if job.prompting else None
-            if image is not None and image[0] == job.pos:
-                self._eval_image(job, image)
+            if image is not None and image.start == job.pos:
+                try:
+                    self._eval_image(job, image)
+                except Exception as exc:  # noqa: BLE001 - this request fails, the others go on
+                    logger.exception("evaluating an image into sequence %d failed",
+                                     job.slot.seq if job.slot else -1)
+                    self._abort(job, EngineInternalError(
+                        f"The model failed while reading an image ({exc}); see the server log."))
         batch = self._batch
         n = 0
         samples: list[tuple[_Job, int]] = []
@@ -530,6 +553,7 @@ class BatchEngine:
             slot = job.slot
             _put(batch, n, job.pending, len(slot.tokens), slot.seq, True)
             slot.tokens.append(job.pending)
+            slot.cells += 1
             job.pending = None
             samples.append((job, n))
             n += 1
@@ -541,7 +565,7 @@ class BatchEngine:
             if budget <= 0:
                 break
             image = job.next_image()
-            end = image[0] if image is not None else len(job.tokens)
+            end = image.start if image is not None else len(job.tokens)
             if end == job.pos:
                 continue  # an image comes next (next step)
             count = min(end - job.pos, budget)
@@ -559,6 +583,7 @@ class BatchEngine:
                     samples.append((job, n))
                 n += 1
             slot.tokens.extend(job.tokens[job.pos : job.pos + count])
+            slot.cells += count
             job.pos += count
             budget -= count
         if n == 0:
@@ -568,10 +593,7 @@ class BatchEngine:
         if result != 0:
             failed = {job for job, _ in samples} | {job for job, _, _ in scores}
             failed |= {j for j in jobs if j.slot is not None and j.prompting}
-            for job in failed:
-                self._fail(job, EngineError(f"llama_decode failed ({result}); retry the request"))
-                if job.slot is not None:
-                    self._forget(job.slot)
+            self._decode_failed(result, n, failed)
             return
         for job, index, position in scores:
             if position + 1 < len(job.tokens):
@@ -581,8 +603,21 @@ class BatchEngine:
             if job.slot is not None:
                 self._sample(job, index)
 
-    def _eval_image(self, job: _Job, image: tuple[int, int, Any]) -> None:
-        start, n_pos, chunk = image
+    def _decode_failed(self, result: int, n_tokens: int, failed: set[_Job]) -> None:
+        """llama_decode refused a batch: the server's fault, not the requests', so they fail
+        with a 500 (a 4xx would tell the client its request was wrong)."""
+        cause = DECODE_FAILURES.get(result, "fatal error")
+        held = ", ".join(f"{slot.seq} ({slot.cells} of {self.n_ctx} cells)"
+                         for slot in self._slots if slot.job in failed)
+        logger.error("llama_decode returned %d (%s) on a batch of %d tokens; failing %d "
+                     "requests on sequences %s", result, cause, n_tokens, len(failed), held)
+        for job in failed:
+            self._abort(job, EngineInternalError(
+                f"The model failed while generating (llama_decode returned {result}: {cause}); "
+                "see the server log."))
+
+    def _eval_image(self, job: _Job, image: MediaChunk) -> None:
+        start, n_pos, n_tokens, chunk = image
         slot = job.slot
         assert slot is not None and self.vision is not None
         last = start + n_pos == len(job.tokens)
@@ -590,6 +625,7 @@ class BatchEngine:
             new_pos = self.vision.eval_image(self._ctx.ctx, chunk, job.pos, slot.seq, N_BATCH,
                                              last)
         slot.tokens.extend(job.tokens[start : start + n_pos])
+        slot.cells += n_tokens
         job.pos = start + n_pos
         assert new_pos == job.pos, (new_pos, job.pos)
         if last:
@@ -629,6 +665,8 @@ class BatchEngine:
             self._finish(job, "stop")
         elif job.generated >= job.limit:
             self._finish(job, "length")
+        elif job.slot is not None and job.slot.cells >= self.n_ctx:
+            self._finish(job, "length")  # no KV cell left for the next token: the end, not an error
         else:
             job.pending = token
 
@@ -654,6 +692,15 @@ class BatchEngine:
     def _forget(self, slot: _Slot) -> None:
         llama_cpp.llama_memory_seq_rm(self._memory, slot.seq, -1, -1)
         slot.tokens = []
+        slot.cells = 0
+
+    def _abort(self, job: _Job, exc: BaseException) -> None:
+        """Fail a running request and drop its sequence's cells: after a failed decode they
+        no longer match the tokens the slot records."""
+        slot = job.slot
+        self._fail(job, exc)
+        if slot is not None:
+            self._forget(slot)
 
     def _fail(self, job: _Job, exc: BaseException) -> None:
         self._emit(job, exc)

@@ -31,6 +31,12 @@ class EngineBusyError(EngineError):
         self.retry_after = retry_after
 
 
+class EngineInternalError(EngineError):
+    """The engine failed on its own side (llama.cpp refused a decode, an image would not
+    evaluate): not the request's fault, so a 500 (code server_error), never a 4xx. The cause
+    is logged where it happens; the message says what failed."""
+
+
 class PromptTooLongError(EngineError):
     """The prompt (plus the requested completion) does not fit in the model's context."""
 

@@ -13,14 +13,14 @@ import ctypes
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import llama_cpp
 import llama_cpp.mtmd_cpp as mtmd
 from llama_cpp import Llama, llama_chat_format
 from llama_cpp._logger import llama_log_callback
 
-from .types import EngineError, ImageInput
+from .types import EngineError, EngineInternalError, ImageInput
 
 logger = logging.getLogger(__name__)
 
@@ -74,16 +74,26 @@ def handler_format(chat_handler: str) -> tuple[str | None, str | None]:
     return handler.CHAT_FORMAT, handler.DEFAULT_SYSTEM_MESSAGE
 
 
+class MediaChunk(NamedTuple):
+    """One image of a prompt. With M-RoPE (Qwen2-VL and later) its tokens share positions:
+    it takes `n_tokens` KV cells but advances the position by only `n_pos`."""
+
+    start: int  # its first position
+    n_pos: int
+    n_tokens: int
+    chunk: Any
+
+
 @dataclass
 class MediaPrompt:
     """A tokenized prompt with images. `tokens` has one entry per context position, with
-    MEDIA_POSITION where image embeddings go; `n_tokens` counts every token (usage)."""
+    MEDIA_POSITION where image embeddings go; `n_tokens` counts every token the model sees,
+    image tokens included: the KV cells the prompt takes, and its usage."""
 
     chunks: Any
     tokens: list[int]
     n_tokens: int
-    # (first position, positions, chunk) of each image, in order
-    images: list[tuple[int, int, Any]] = field(default_factory=list)
+    images: list[MediaChunk] = field(default_factory=list)  # in prompt order
 
     @property
     def first_media(self) -> int:
@@ -150,7 +160,8 @@ class VisionProjector:
                     prompt.tokens.extend(_text_tokens(chunk))
                 else:
                     n_pos = mtmd.mtmd_input_chunk_get_n_pos(chunk)
-                    prompt.images.append((len(prompt.tokens), n_pos, chunk))
+                    n_tokens = mtmd.mtmd_input_chunk_get_n_tokens(chunk)
+                    prompt.images.append(MediaChunk(len(prompt.tokens), n_pos, n_tokens, chunk))
                     prompt.tokens.extend([MEDIA_POSITION] * n_pos)
             return prompt
         finally:
@@ -171,8 +182,7 @@ class VisionProjector:
             ctypes.byref(new_n_past),
         )
         if result != 0:
-            raise EngineError(f"evaluating an image failed (mtmd error {result})",
-                              param="messages")
+            raise EngineInternalError(f"evaluating an image failed (mtmd error {result})")
         return int(new_n_past.value)
 
     @staticmethod
