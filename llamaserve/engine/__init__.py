@@ -1,7 +1,7 @@
 """Running models: the engine seam between HTTP handlers and llama.cpp."""
 
-from .batch import BatchEngine
 from .options import LoadOptions
+from .scheduler import BatchEngine
 from .types import (
     EngineBusyError,
     EngineError,

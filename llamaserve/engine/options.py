@@ -10,7 +10,7 @@ DEFAULT_PARALLEL = 4
 DEFAULT_QUEUE_SIZE = 64
 DEFAULT_QUEUE_TIMEOUT = 300.0
 N_BATCH = 512  # tokens per llama_decode call
-CPU_UBATCH = 63  # tokens per micro-batch on the CPU (batch invariance: see engine/batch.py)
+CPU_UBATCH = 63  # tokens per micro-batch on the CPU (batch invariance: engine/context.py)
 
 
 def micro_batch(n_gpu_layers: int) -> int:
