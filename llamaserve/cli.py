@@ -16,14 +16,9 @@ from . import __version__
 from .catalog import CatalogError, ModelSpec, load_catalog, resolve
 from .cli_models import pull_options, register
 from .engine import LoadOptions
+from .host import default_max_memory, resolve_gpu_layers
 from .hub import ModelFilesError, pull
-from .manager import (
-    Limits,
-    ModelManager,
-    ModelUnavailableError,
-    default_max_memory,
-    resolve_gpu_layers,
-)
+from .manager import Limits, ModelManager, ModelUnavailableError
 from .observability import configure_logging
 from .settings import Settings
 

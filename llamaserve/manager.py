@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -25,6 +24,7 @@ from .engine import BatchEngine, LoadOptions
 from .engine.embedding import Embedder
 from .engine.options import micro_batch
 from .gguf_info import GGUFError, MemoryEstimate, ModelInfo, human_bytes, read_model_info
+from .host import resident_bytes
 from .hub import ModelFiles, ModelFilesError, NotDownloadedError, locate_cached
 
 logger = logging.getLogger(__name__)
@@ -87,39 +87,6 @@ class Limits:
     max_memory: int | None = None  # bytes; None: no budget
     max_models: int | None = None
     keep_alive: float = 300.0  # seconds idle before unloading; 0: at once; negative: never
-
-
-def resident_bytes() -> int | None:
-    """This process's resident memory (Linux), to measure what a load really took."""
-    try:
-        with open("/proc/self/statm", encoding="ascii") as statm:
-            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def default_max_memory(fraction: float = 0.8) -> int | None:
-    """A fraction of the memory available now (MemAvailable on Linux, free pages elsewhere)."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(int(line.split()[1]) * 1024 * fraction)
-    except (OSError, ValueError):
-        pass
-    try:
-        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") * fraction)
-    except (OSError, ValueError, AttributeError):
-        return None
-
-
-def resolve_gpu_layers(value: int | str) -> int:
-    """`auto`: every layer when llama.cpp was built with a GPU backend, else none."""
-    if value != "auto":
-        return int(value)
-    import llama_cpp
-
-    return -1 if llama_cpp.llama_supports_gpu_offload() else 0
 
 
 @dataclass

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import platform
 import re
-import subprocess
 from pathlib import Path
 from typing import Any, Literal
 
@@ -13,49 +10,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .engine.options import DEFAULT_PARALLEL, DEFAULT_QUEUE_SIZE, DEFAULT_QUEUE_TIMEOUT
-
-
-def physical_cores() -> int:
-    """Physical cores available to this process (llama.cpp gains nothing from SMT siblings)."""
-    logical = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    logical = logical or 1
-    system = platform.system()
-    cores: int | None = None
-    if system == "Linux":
-        try:
-            pairs: set[tuple[str, str]] = set()
-            physical = core = ""
-            with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-                for line in cpuinfo:
-                    key, _, value = line.partition(":")
-                    key = key.strip()
-                    if key == "physical id":
-                        physical = value.strip()
-                    elif key == "core id":
-                        core = value.strip()
-                    elif not line.strip() and core:
-                        pairs.add((physical, core))
-                        physical = core = ""
-            if core:
-                pairs.add((physical, core))
-            cores = len(pairs) or None
-        except OSError:
-            cores = None
-    elif system == "Darwin":
-        try:
-            out = subprocess.run(
-                ["sysctl", "-n", "hw.physicalcpu"],
-                capture_output=True,
-                text=True,
-                timeout=5,
-                check=True,
-            ).stdout
-            cores = int(out.strip())
-        except (OSError, ValueError, subprocess.SubprocessError):
-            cores = None
-    # Never more than the CPUs this process may run on (containers, taskset).
-    return max(1, min(cores or logical, logical))
-
+from .host import physical_cores
 
 _DURATION = re.compile(r"(\d+(?:\.\d*)?)(ms|s|m|h|d)")
 _DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
