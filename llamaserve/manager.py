@@ -105,7 +105,6 @@ class ResidentModel:
     in_flight: int = 0
     last_used: float = 0.0  # time.monotonic()
     expires_at: float | None = None  # time.monotonic() deadline; None: never (or busy)
-    loads: int = 0
 
     @property
     def loaded(self) -> bool:
@@ -236,7 +235,6 @@ class ModelManager:
             raise ModelLoadError(f"cannot load model '{model.spec.id}' from {path}: {exc}") from exc
         after = resident_bytes()
         model.measured_bytes = after - before if before is not None and after else None
-        model.loads += 1
 
     @staticmethod
     def _load_embedder(model: ResidentModel) -> Embedder:
