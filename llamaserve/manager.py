@@ -30,7 +30,11 @@ from .hub import ModelFiles, ModelFilesError, NotDownloadedError, locate_cached
 logger = logging.getLogger(__name__)
 
 
-class ModelNotFoundError(LookupError):
+class ModelError(Exception):
+    """Why the manager cannot hand out a model; api/errors.py says what each one answers."""
+
+
+class ModelNotFoundError(ModelError, LookupError):
     def __init__(self, name: str, known: list[str]) -> None:
         super().__init__(
             f"The model '{name}' does not exist or is not served here. "
@@ -39,7 +43,7 @@ class ModelNotFoundError(LookupError):
         self.name = name
 
 
-class EmbeddingModelError(ValueError):
+class EmbeddingModelError(ModelError, ValueError):
     """A text generation asked of a model that only computes embeddings."""
 
     def __init__(self, name: str) -> None:
@@ -50,36 +54,25 @@ class EmbeddingModelError(ValueError):
         self.name = name
 
 
-class ModelUnavailableError(RuntimeError):
-    """A served model that cannot be used now; `status` and `code` are for the HTTP answer."""
-
-    status = 503
-    code = "model_unavailable"
+class ModelUnavailableError(ModelError, RuntimeError):
+    """A served model that cannot be used now."""
 
 
 class ModelNotDownloadedError(ModelUnavailableError):
-    status = 404
-    code = "model_not_downloaded"
+    """A Hub model whose files are not in the cache: `llamaserve pull` it."""
 
 
 class ModelTooLargeError(ModelUnavailableError):
     """The model needs more memory than the whole budget: retrying will not help."""
 
-    code = "insufficient_memory"
-
 
 class ModelBusyError(ModelUnavailableError):
     """Loading the model needs memory held by models with requests in flight."""
 
-    code = "model_busy"
-
 
 class ModelLoadError(ModelUnavailableError):
-    """A model file that llama.cpp refused to load; the message names the file. A 503: the
-    server and its other models keep serving."""
-
-    status = 503
-    code = "model_load_failed"
+    """A model file that llama.cpp refused to load; the message names the file. The server
+    and its other models keep serving."""
 
 
 @dataclass(frozen=True)
