@@ -17,7 +17,6 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
-from typing import Any
 
 from .catalog import ModelSpec
 from .engine import BatchEngine, LoadOptions
@@ -346,43 +345,15 @@ class ModelManager:
             for context in self._detach(model, why):
                 await asyncio.to_thread(context.close)
 
-    def status(self) -> list[dict[str, Any]]:
-        """The loaded models, for /api/ps."""
-        now_wall, now = time.time(), time.monotonic()
-        rows = []
-        for model in sorted(self.loaded, key=lambda m: -m.last_used):
-            info, est = model.info, model.estimate
-            gpu_layers = model.options.n_gpu_layers
-            blocks = info.block_count if info else 0
-            offloaded = blocks if gpu_layers < 0 else min(gpu_layers, blocks)
-            share = offloaded / blocks if blocks else 0.0
-            expires = None
-            if model.in_flight == 0 and model.expires_at is not None:
-                expires = time.strftime(
-                    "%Y-%m-%dT%H:%M:%SZ", time.gmtime(now_wall + model.expires_at - now)
-                )
-            rows.append({
-                "name": model.spec.id,
-                "model": str(model.files.weights) if model.files else None,
-                "size": model.footprint,
-                "size_vram": int(model.footprint * share),
-                "processor": f"{share:.0%} GPU" if share else "100% CPU",
-                "gpu_layers": offloaded,
-                "context_length": est.context if est else None,
-                "expires_at": expires,
-                "keep_alive": model.keep_alive,
-                "in_flight": model.in_flight,
-                "sequences": model.engine.sequences() if model.engine else None,
-                "measured_rss": model.measured_bytes,
-                "estimate": {"weights": est.weights, "kv_cache": est.kv_cache,
-                             "compute": est.compute} if est else None,
-                "details": {
-                    "family": info.architecture if info else None,
-                    "quantization_level": info.quantization if info else None,
-                    "parameter_count": info.n_params if info else None,
-                },
-            })
-        return rows
+    def by_recent_use(self) -> list[ResidentModel]:
+        """The loaded models, the most recently used first."""
+        return sorted(self.loaded, key=lambda m: -m.last_used)
+
+    def expires_in(self, model: ResidentModel) -> float | None:
+        """Seconds until keep-alive unloads the model; None: never, or not while it is busy."""
+        if model.in_flight or model.expires_at is None:
+            return None
+        return model.expires_at - time.monotonic()
 
     def close(self) -> None:
         if self._reaper is not None:
