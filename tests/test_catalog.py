@@ -10,6 +10,7 @@ from llamaserve.catalog import (
     CatalogError,
     HubSource,
     PackageSource,
+    bundled_catalog_path,
     load_catalog,
     parse_catalog,
     resolve,
@@ -19,8 +20,12 @@ from llamaserve.hub import ModelFilesError, pull
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_bundled_catalog_is_the_top_level_models_yaml() -> None:
-    assert load_catalog().model_dump() == load_catalog(REPO_ROOT / "models.yaml").model_dump()
+def test_bundled_catalog_is_one_real_file_shipped_in_the_package() -> None:
+    bundled = bundled_catalog_path()
+    assert bundled == REPO_ROOT / "llamaserve" / "models.yaml"
+    assert bundled.is_file() and not bundled.is_symlink()
+    assert not (REPO_ROOT / "models.yaml").exists()  # no second copy to drift
+    assert load_catalog().model_dump() == load_catalog(bundled).model_dump()
 
 
 @pytest.mark.parametrize("name", ["smollm2", "gemma3-270m", "qwen-vl", "llava", "bge-m3"])
