@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import signal
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,17 +14,13 @@ from pydantic import ValidationError
 from . import __version__
 from .catalog import CatalogError, ModelSpec, load_catalog, resolve
 from .cli_models import pull_options, register
+from .cli_options import given, server_options, setting_option, usage_error
 from .engine import LoadOptions
+from .host import default_max_memory, resolve_gpu_layers
 from .hub import ModelFilesError, pull
-from .manager import (
-    Limits,
-    ModelManager,
-    ModelUnavailableError,
-    default_max_memory,
-    resolve_gpu_layers,
-)
+from .manager import Limits, ModelManager, ModelUnavailableError
 from .observability import configure_logging
-from .settings import Settings
+from .settings import RUN_KEEP_ALIVE, SERVE_KEEP_ALIVE, Settings
 
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
@@ -74,107 +69,13 @@ def main() -> None:
 register(main)
 
 
-def server_options(function: Callable[..., None]) -> Callable[..., None]:
-    """The options `run` and `serve` share."""
-    options = [
-        click.option("--host", default=None, help="Address to bind.  [default: 127.0.0.1]"),
-        click.option("--port", type=int, default=None, help="Port to listen on.  [default: 8000]"),
-        click.option(
-            "--ctx",
-            type=click.IntRange(min=16),
-            default=None,
-            help="Context size in tokens (default: the catalog's, else the model's, max 4096).",
-        ),
-        click.option(
-            "--threads",
-            type=click.IntRange(min=1),
-            default=None,
-            help="CPU threads for llama.cpp.  [default: physical cores]",
-        ),
-        click.option(
-            "--parallel",
-            type=click.IntRange(min=1, max=64),
-            default=None,
-            help="Requests decoded together per model (each gets --ctx tokens of KV cache).  "
-            "[default: 4]",
-        ),
-        click.option(
-            "--queue-size",
-            type=click.IntRange(min=0),
-            default=None,
-            help="Requests that may wait for a free sequence; more get 503.  [default: 64]",
-        ),
-        click.option(
-            "--queue-timeout",
-            type=click.FloatRange(min=0, min_open=True),
-            default=None,
-            help="Seconds a request may wait for a free sequence before a 503.  [default: 300]",
-        ),
-        click.option(
-            "--gpu-layers",
-            default=None,
-            metavar="auto|N",
-            help="Layers to offload to the GPU; -1 = all, 0 = none, auto = all when llama.cpp "
-            "was built with CUDA/Metal/Vulkan.  [default: auto]",
-        ),
-        click.option(
-            "--max-memory",
-            default=None,
-            metavar="SIZE",
-            help="Memory budget for resident models, e.g. 8GB; least recently used idle models "
-            "are unloaded to stay under it.  [default: 80% of the memory free at start]",
-        ),
-        click.option(
-            "--max-models",
-            type=click.IntRange(min=1),
-            default=None,
-            help="Most models resident at once.  [default: no limit]",
-        ),
-        click.option(
-            "--keep-alive",
-            default=None,
-            metavar="DURATION",
-            help="How long an idle model stays loaded: 5m, 1h, 0 = unload after each request, "
-            "-1 = forever.  [default: -1 for run, 5m for serve]",
-        ),
-        click.option("--api-key", "api_keys", multiple=True,
-                     help="Require 'Authorization: Bearer KEY' (repeatable; or "
-                     "LLAMASERVE_API_KEY)."),
-        click.option("--api-key-file", type=click.Path(exists=True, dir_okay=False,
-                                                        path_type=Path),
-                     default=None, help="A file of accepted API keys, one per line."),
-        click.option("--cors-origin", "cors_origins", multiple=True,
-                     help="Allow browser clients from this origin (repeatable; '*' for any)."),
-        click.option("--log-format", type=click.Choice(["text", "json"]), default=None,
-                     help="Log lines as text or one JSON object per line.  [default: text]"),
-        click.option("--request-timeout", type=click.FloatRange(min=0), default=None,
-                     help="Seconds a request may generate for; 0 = no limit.  [default: 600]"),
-        click.option("--block-private-urls", is_flag=True, default=None,
-                     help="Refuse image URLs that resolve to private or loopback addresses "
-                     "(for servers reachable beyond localhost)."),
-        click.option("--no-playground", "playground", flag_value=False, default=None,
-                     help="Do not serve the chat page at /."),
-        click.option("--verbose", is_flag=True, default=False,
-                     help="Debug logs, with llama.cpp's and uvicorn's own."),
-    ]
-    for option in reversed(options):
-        function = option(function)
-    return function
-
-
 def make_settings(**flags: Any) -> Settings:
     """Flags given on the command line win over LLAMASERVE_* variables, which win over
     defaults."""
-    for name in ("verbose", "block_private_urls"):
-        flags[name] = flags.get(name) or None
-    for name in ("api_keys", "cors_origins"):
-        flags[name] = list(flags.get(name) or ()) or None
     try:
-        settings = Settings(**{k: v for k, v in flags.items() if v is not None})
+        settings = Settings(**given(flags))
     except ValidationError as exc:
-        problems = "; ".join(f"--{'-'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg']}"
-                             for e in exc.errors())
-        raise click.UsageError(problems) from exc
+        raise usage_error(exc) from exc
     configure_logging(settings.verbose, settings.log_format)
     if not settings.keys() and settings.host not in LOOPBACK_HOSTS:
         click.echo(f"warning: serving on {settings.host} without an API key: anyone who can "
@@ -233,12 +134,7 @@ def serve_app(manager: ModelManager, settings: Settings, what: str) -> None:
     default=None,
     help="Model id in the API.  [default: the catalog name, else the file stem]",
 )
-@click.option(
-    "--catalog",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="A models.yaml to use instead of the bundled catalog.",
-)
+@setting_option("catalog")
 @click.option(
     "--mmproj",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -271,7 +167,7 @@ def run(models: tuple[str, ...], alias: str | None, catalog: Path | None, mmproj
     # a projector makes a vision model, whatever the catalog or the file name said
     pulled = [(dataclasses.replace(spec, kind="vision") if files.projector else spec, files)
               for spec, files in pulled]
-    manager = make_manager(settings, keep_alive=-1)
+    manager = make_manager(settings, keep_alive=RUN_KEEP_ALIVE)
     try:
         for spec, files in pulled:
             manager.add(spec, files, load_options(settings, spec))
@@ -282,14 +178,7 @@ def run(models: tuple[str, ...], alias: str | None, catalog: Path | None, mmproj
 
 
 @main.command(epilog=SERVE_EXAMPLES)
-@click.option(
-    "--config",
-    "--catalog",
-    "catalog",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="The models.yaml whose models to serve.  [default: the bundled catalog]",
-)
+@setting_option("catalog", "--config", "--catalog", help="The models.yaml whose models to serve.")
 @server_options
 def serve(catalog: Path | None, **flags: Any) -> None:
     """Serve every model of the catalog on demand.
@@ -302,7 +191,7 @@ def serve(catalog: Path | None, **flags: Any) -> None:
         known = load_catalog(settings.catalog)
     except CatalogError as exc:
         raise click.ClickException(str(exc)) from exc
-    manager = make_manager(settings, keep_alive=300)
+    manager = make_manager(settings, keep_alive=SERVE_KEEP_ALIVE)
     for name in known.models:
         spec = resolve(name, known)
         manager.add(spec, None, load_options(settings, spec))
@@ -320,8 +209,7 @@ Examples:
 @click.option("--url", default="http://127.0.0.1:8000/v1", show_default=True,
               help="The server's OpenAI base URL; if nothing answers there, a local "
               "`llamaserve run MODEL` is started for the session.")
-@click.option("--api-key", default=None, envvar="LLAMASERVE_API_KEY",
-              help="Sent as 'Authorization: Bearer KEY'.")
+@setting_option("api_key", help="Sent as 'Authorization: Bearer KEY'.", envvar=True)
 @click.option("--system", default=None, help="A system message to start with.")
 def chat(model: str, url: str, api_key: str | None, system: str | None) -> None:
     """Chat with MODEL in the terminal, streaming replies.

@@ -18,6 +18,7 @@ from tqdm.std import tqdm
 
 from .cache import list_local, remove
 from .catalog import Catalog, CatalogError, HubRef, HubSource, ModelSpec, load_catalog, resolve
+from .cli_options import setting_option
 from .engine.options import DEFAULT_CONTEXT_CAP, DEFAULT_PARALLEL, micro_batch
 from .gguf_info import GGUFError, human_bytes, human_count, read_model_info
 from .hub import (
@@ -28,14 +29,9 @@ from .hub import (
     locate_cached,
     pull,
 )
+from .settings import Settings
 
-CATALOG_OPTION = click.option(
-    "--catalog",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    envvar="LLAMASERVE_CATALOG",
-    help="A models.yaml to use instead of the bundled catalog.",
-)
+CATALOG_OPTION = setting_option("catalog", envvar=True)
 
 
 class LineProgress(tqdm):  # type: ignore[misc]
@@ -148,9 +144,7 @@ def _local_files(spec: ModelSpec) -> ModelFiles:
 @click.argument("name")
 @CATALOG_OPTION
 @click.option("--template", is_flag=True, help="Print the whole chat template.")
-@click.option("--ctx", type=click.IntRange(min=16), default=None,
-              help="Context size for the memory estimate (default: the catalog's, else the "
-              "model's, max 4096).")
+@setting_option("ctx", help="Context size for the memory estimate.")
 def show_command(name: str, catalog: Path | None, template: bool, ctx: int | None) -> None:
     """What NAME is, read from its GGUF header (no model load): architecture, parameters,
     context length, quantisation, chat template, projector, and the memory it will take."""
@@ -214,15 +208,14 @@ def rm_command(name: str, catalog: Path | None, yes: bool) -> None:
 
 
 @click.command(name="ps")
-@click.option("--host", default=None, envvar="LLAMASERVE_HOST",
-              help="The server's address.  [default: 127.0.0.1]")
-@click.option("--port", type=int, default=None, envvar="LLAMASERVE_PORT",
-              help="The server's port.  [default: 8000]")
-@click.option("--api-key", default=None, envvar="LLAMASERVE_API_KEY",
-              help="Sent as 'Authorization: Bearer KEY' to servers that require one.")
+@setting_option("host", help="The server's address.", envvar=True)
+@setting_option("port", help="The server's port.", envvar=True)
+@setting_option("api_key", help="Sent as 'Authorization: Bearer KEY' to servers that require "
+                "one.", envvar=True)
 def ps_command(host: str | None, port: int | None, api_key: str | None) -> None:
     """The models a running server has loaded: memory, offload, and when they unload."""
-    url = f"http://{host or '127.0.0.1'}:{port or 8000}/api/ps"
+    defaults = Settings.model_fields
+    url = f"http://{host or defaults['host'].default}:{port or defaults['port'].default}/api/ps"
     request = urllib.request.Request(url)
     if api_key:
         request.add_header("Authorization", f"Bearer {api_key}")
@@ -260,8 +253,6 @@ def ps_command(host: str | None, port: int | None, api_key: str | None) -> None:
 def info_command() -> None:
     """The llama.cpp this install runs on: backend, SIMD features, threads, build."""
     import llama_cpp
-
-    from .settings import Settings
 
     system = llama_cpp.llama_print_system_info().decode(errors="replace")
     lib_dir = Path(llama_cpp.__file__).parent / "lib"

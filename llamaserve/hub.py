@@ -394,11 +394,6 @@ def locate_cached(spec: ModelSpec) -> ModelFiles:
     return _hub_files(spec, get)
 
 
-def locate(spec: ModelSpec) -> ModelFiles:
-    """Paths of the model's weights (and projector), fetching them first when needed."""
-    return pull(spec)
-
-
 def is_local(spec: ModelSpec) -> bool:
     """Whether the model can be loaded without downloading (cheap: no hashing, no network)."""
     source = spec.source

@@ -7,30 +7,39 @@ a request in flight is never unloaded. Before a load the manager estimates the m
 from its GGUF header and unloads the least recently used idle models until it fits the
 budget (`--max-memory`) and the count limit (`--max-models`). Loads happen one at a time, so
 concurrent first requests for a model share one load.
+
+Getting files, headers and llama.cpp contexts is the loader's job (`Loader`, by default
+`LlamaLoader`), and time is read from an injected clock: the policy here is unit-tested with
+fakes (tests/test_manager_policy.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
-from typing import Any
+from pathlib import Path
+from typing import Protocol
 
 from .catalog import ModelSpec
 from .engine import BatchEngine, LoadOptions
 from .engine.embedding import Embedder
 from .engine.options import micro_batch
 from .gguf_info import GGUFError, MemoryEstimate, ModelInfo, human_bytes, read_model_info
+from .host import resident_bytes
 from .hub import ModelFiles, ModelFilesError, NotDownloadedError, locate_cached
 
 logger = logging.getLogger(__name__)
 
 
-class ModelNotFoundError(LookupError):
+class ModelError(Exception):
+    """Why the manager cannot hand out a model; api/errors.py says what each one answers."""
+
+
+class ModelNotFoundError(ModelError, LookupError):
     def __init__(self, name: str, known: list[str]) -> None:
         super().__init__(
             f"The model '{name}' does not exist or is not served here. "
@@ -39,7 +48,7 @@ class ModelNotFoundError(LookupError):
         self.name = name
 
 
-class EmbeddingModelError(ValueError):
+class EmbeddingModelError(ModelError, ValueError):
     """A text generation asked of a model that only computes embeddings."""
 
     def __init__(self, name: str) -> None:
@@ -50,36 +59,25 @@ class EmbeddingModelError(ValueError):
         self.name = name
 
 
-class ModelUnavailableError(RuntimeError):
-    """A served model that cannot be used now; `status` and `code` are for the HTTP answer."""
-
-    status = 503
-    code = "model_unavailable"
+class ModelUnavailableError(ModelError, RuntimeError):
+    """A served model that cannot be used now."""
 
 
 class ModelNotDownloadedError(ModelUnavailableError):
-    status = 404
-    code = "model_not_downloaded"
+    """A Hub model whose files are not in the cache: `llamaserve pull` it."""
 
 
 class ModelTooLargeError(ModelUnavailableError):
     """The model needs more memory than the whole budget: retrying will not help."""
 
-    code = "insufficient_memory"
-
 
 class ModelBusyError(ModelUnavailableError):
     """Loading the model needs memory held by models with requests in flight."""
 
-    code = "model_busy"
-
 
 class ModelLoadError(ModelUnavailableError):
-    """A model file that llama.cpp refused to load; the message names the file. A 503: the
-    server and its other models keep serving."""
-
-    status = 503
-    code = "model_load_failed"
+    """A model file that llama.cpp refused to load; the message names the file. The server
+    and its other models keep serving."""
 
 
 @dataclass(frozen=True)
@@ -89,37 +87,44 @@ class Limits:
     keep_alive: float = 300.0  # seconds idle before unloading; 0: at once; negative: never
 
 
-def resident_bytes() -> int | None:
-    """This process's resident memory (Linux), to measure what a load really took."""
-    try:
-        with open("/proc/self/statm", encoding="ascii") as statm:
-            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return None
+class Loader(Protocol):
+    """Where the manager gets a model's files, header and contexts. Every call blocks (the
+    manager makes it from a worker thread) and raises only what its docstring says."""
+
+    def locate(self, spec: ModelSpec) -> ModelFiles:
+        """The model's files on disk, without network access: NotDownloadedError for a Hub
+        model not in the cache, ModelFilesError for other missing files."""
+        ...
+
+    def read_info(self, weights: Path) -> ModelInfo:
+        """The GGUF header (GGUFError if it is not one): the memory estimate comes from it."""
+        ...
+
+    def load_engine(self, files: ModelFiles, options: LoadOptions) -> BatchEngine:
+        """A text engine, with the projector if any (ValueError, RuntimeError or OSError when
+        llama.cpp refuses the file)."""
+        ...
+
+    def load_embedder(self, weights: Path, options: LoadOptions, *, chat_model: bool) -> Embedder:
+        """An embedding context: an embedding model's only one, or a chat model's second."""
+        ...
 
 
-def default_max_memory(fraction: float = 0.8) -> int | None:
-    """A fraction of the memory available now (MemAvailable on Linux, free pages elsewhere)."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(int(line.split()[1]) * 1024 * fraction)
-    except (OSError, ValueError):
-        pass
-    try:
-        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") * fraction)
-    except (OSError, ValueError, AttributeError):
-        return None
+class LlamaLoader:
+    """The real loader: the Hugging Face cache (or a path, or a package), the GGUF header,
+    llama.cpp."""
 
+    def locate(self, spec: ModelSpec) -> ModelFiles:
+        return locate_cached(spec)
 
-def resolve_gpu_layers(value: int | str) -> int:
-    """`auto`: every layer when llama.cpp was built with a GPU backend, else none."""
-    if value != "auto":
-        return int(value)
-    import llama_cpp
+    def read_info(self, weights: Path) -> ModelInfo:
+        return read_model_info(weights)
 
-    return -1 if llama_cpp.llama_supports_gpu_offload() else 0
+    def load_engine(self, files: ModelFiles, options: LoadOptions) -> BatchEngine:
+        return BatchEngine.load(files.weights, options, files.projector)
+
+    def load_embedder(self, weights: Path, options: LoadOptions, *, chat_model: bool) -> Embedder:
+        return Embedder.load(weights, options, chat_model=chat_model)
 
 
 @dataclass
@@ -136,9 +141,8 @@ class ResidentModel:
     estimate: MemoryEstimate | None = None
     measured_bytes: int | None = None  # growth of the process's RSS during the load
     in_flight: int = 0
-    last_used: float = 0.0  # time.monotonic()
-    expires_at: float | None = None  # time.monotonic() deadline; None: never (or busy)
-    loads: int = 0
+    last_used: float = 0.0  # the manager's clock
+    expires_at: float | None = None  # deadline on the manager's clock; None: never (or busy)
 
     @property
     def loaded(self) -> bool:
@@ -154,8 +158,16 @@ class ResidentModel:
 
 
 class ModelManager:
-    def __init__(self, limits: Limits | None = None) -> None:
+    def __init__(
+        self,
+        limits: Limits | None = None,
+        loader: Loader | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """`clock`: seconds, for last use and keep-alive deadlines (tests pass a fake one)."""
         self.limits = limits or Limits()
+        self.loader: Loader = loader or LlamaLoader()
+        self._clock = clock
         self._models: dict[str, ResidentModel] = {}
         self._load_lock: asyncio.Lock | None = None
         self._wake: asyncio.Event | None = None
@@ -197,14 +209,14 @@ class ModelManager:
         """Locate the files and estimate the memory (blocking: header read, maybe a hash)."""
         if model.files is None:
             try:
-                model.files = locate_cached(model.spec)
+                model.files = self.loader.locate(model.spec)
             except NotDownloadedError as exc:
                 raise ModelNotDownloadedError(str(exc)) from exc
             except ModelFilesError as exc:
                 raise ModelUnavailableError(str(exc)) from exc
         if model.estimate is None:
             try:
-                model.info = read_model_info(model.files.weights)
+                model.info = self.loader.read_info(model.files.weights)
             except GGUFError as exc:
                 raise ModelLoadError(f"cannot load model '{model.spec.id}': {exc}") from exc
             # The one decision of the context: the engine is loaded with what is estimated.
@@ -262,22 +274,20 @@ class ModelManager:
         before = resident_bytes()
         try:
             if model.embedding_only:
-                model.embedder = Embedder.load(path, model.options, chat_model=False)
+                model.embedder = self.loader.load_embedder(path, model.options, chat_model=False)
             else:
-                model.engine = BatchEngine.load(path, model.options, model.files.projector)
+                model.engine = self.loader.load_engine(model.files, model.options)
         except (ValueError, RuntimeError, OSError) as exc:
             raise ModelLoadError(f"cannot load model '{model.spec.id}' from {path}: {exc}") from exc
         after = resident_bytes()
         model.measured_bytes = after - before if before is not None and after else None
-        model.loads += 1
 
-    @staticmethod
-    def _load_embedder(model: ResidentModel) -> Embedder:
+    def _load_embedder(self, model: ResidentModel) -> Embedder:
         assert model.files is not None
         path = model.files.weights
         logger.info("creating an embedding context for %s", model.spec.id)
         try:
-            return Embedder.load(path, model.options, chat_model=True)
+            return self.loader.load_embedder(path, model.options, chat_model=True)
         except (ValueError, RuntimeError, OSError) as exc:
             raise ModelLoadError(f"cannot load model '{model.spec.id}' from {path}: {exc}") from exc
 
@@ -300,7 +310,7 @@ class ModelManager:
                     for context in self._detach(victim, "making room"):
                         context.close()
                 self._load(model)
-                model.last_used = time.monotonic()
+                model.last_used = self._clock()
                 self._schedule_expiry(model, None)
 
     # -- async use (the server) --------------------------------------------------------------
@@ -311,10 +321,15 @@ class ModelManager:
         self._wake = asyncio.Event()
         self._reaper = asyncio.create_task(self._expire_idle(), name="keep-alive")
 
-    async def _ensure_loaded(self, model: ResidentModel) -> None:
-        if self._load_lock is None:  # used without start(): tests of the app factory
+    def _lock(self) -> asyncio.Lock:
+        """Held for every load and unload. Made here when the manager is used without
+        start() (tests of the app factory, of the policy)."""
+        if self._load_lock is None:
             self._load_lock = asyncio.Lock()
-        async with self._load_lock:  # one load at a time: concurrent first requests share it
+        return self._load_lock
+
+    async def _ensure_loaded(self, model: ResidentModel) -> None:
+        async with self._lock():  # one load at a time: concurrent first requests share it
             if model.loaded:
                 return
             await asyncio.to_thread(self._prepare, model)
@@ -340,17 +355,16 @@ class ModelManager:
             if not model.loaded:
                 await self._ensure_loaded(model)
             if embeddings and model.embedder is None:
-                assert self._load_lock is not None
-                async with self._load_lock:
+                async with self._lock():
                     if model.embedder is None:
                         model.embedder = await asyncio.to_thread(self._load_embedder, model)
             elif not embeddings and model.engine is None:
                 raise EmbeddingModelError(model.spec.id)
-            model.last_used = time.monotonic()
+            model.last_used = self._clock()
             yield model
         finally:
             model.in_flight -= 1
-            model.last_used = time.monotonic()
+            model.last_used = self._clock()
             self._schedule_expiry(model, keep_alive)
 
     def _schedule_expiry(self, model: ResidentModel, keep_alive: float | None) -> None:
@@ -359,7 +373,7 @@ class ModelManager:
         if model.in_flight or not model.loaded:
             return
         seconds = model.keep_alive
-        model.expires_at = None if seconds < 0 else time.monotonic() + seconds
+        model.expires_at = None if seconds < 0 else self._clock() + seconds
         if self._wake is not None:
             self._wake.set()
 
@@ -367,64 +381,40 @@ class ModelManager:
         assert self._wake is not None
         while True:
             self._wake.clear()
-            now = time.monotonic()
-            for model in self.loaded:
-                if model.in_flight == 0 and model.expires_at is not None \
-                        and model.expires_at <= now:
-                    await self._unload(model, "keep-alive expired")
-            deadlines = [m.expires_at for m in self.loaded
-                         if m.in_flight == 0 and m.expires_at is not None]
-            timeout = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
+            timeout = await self.unload_expired()
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout)
             except asyncio.TimeoutError:
                 pass
 
+    async def unload_expired(self) -> float | None:
+        """Unload the idle models whose keep-alive has run out (the keep-alive task calls this
+        whenever a deadline passes or changes); returns the seconds until the next deadline,
+        None if there is none."""
+        now = self._clock()
+        for model in self.loaded:
+            if model.in_flight == 0 and model.expires_at is not None and model.expires_at <= now:
+                await self._unload(model, "keep-alive expired")
+        deadlines = [m.expires_at for m in self.loaded
+                     if m.in_flight == 0 and m.expires_at is not None]
+        return max(0.0, min(deadlines) - self._clock()) if deadlines else None
+
     async def _unload(self, model: ResidentModel, why: str) -> None:
-        assert self._load_lock is not None
-        async with self._load_lock:
+        async with self._lock():
             if model.in_flight or not model.loaded:
                 return
             for context in self._detach(model, why):
                 await asyncio.to_thread(context.close)
 
-    def status(self) -> list[dict[str, Any]]:
-        """The loaded models, for /api/ps."""
-        now_wall, now = time.time(), time.monotonic()
-        rows = []
-        for model in sorted(self.loaded, key=lambda m: -m.last_used):
-            info, est = model.info, model.estimate
-            gpu_layers = model.options.n_gpu_layers
-            blocks = info.block_count if info else 0
-            offloaded = blocks if gpu_layers < 0 else min(gpu_layers, blocks)
-            share = offloaded / blocks if blocks else 0.0
-            expires = None
-            if model.in_flight == 0 and model.expires_at is not None:
-                expires = time.strftime(
-                    "%Y-%m-%dT%H:%M:%SZ", time.gmtime(now_wall + model.expires_at - now)
-                )
-            rows.append({
-                "name": model.spec.id,
-                "model": str(model.files.weights) if model.files else None,
-                "size": model.footprint,
-                "size_vram": int(model.footprint * share),
-                "processor": f"{share:.0%} GPU" if share else "100% CPU",
-                "gpu_layers": offloaded,
-                "context_length": est.context if est else None,
-                "expires_at": expires,
-                "keep_alive": model.keep_alive,
-                "in_flight": model.in_flight,
-                "sequences": model.engine.sequences() if model.engine else None,
-                "measured_rss": model.measured_bytes,
-                "estimate": {"weights": est.weights, "kv_cache": est.kv_cache,
-                             "compute": est.compute} if est else None,
-                "details": {
-                    "family": info.architecture if info else None,
-                    "quantization_level": info.quantization if info else None,
-                    "parameter_count": info.n_params if info else None,
-                },
-            })
-        return rows
+    def by_recent_use(self) -> list[ResidentModel]:
+        """The loaded models, the most recently used first."""
+        return sorted(self.loaded, key=lambda m: -m.last_used)
+
+    def expires_in(self, model: ResidentModel) -> float | None:
+        """Seconds until keep-alive unloads the model; None: never, or not while it is busy."""
+        if model.in_flight or model.expires_at is None:
+            return None
+        return model.expires_at - self._clock()
 
     def close(self) -> None:
         if self._reaper is not None:

@@ -58,7 +58,8 @@ class Metrics:
         for model in models:
             name = model.spec.id
             self.in_flight.labels(name).set(model.in_flight)
-            waiting += max(0, model.in_flight - 1)
+            if model.engine is not None:  # requests queued for a free sequence, not running
+                waiting += model.engine.sequences()["waiting"]
             self.loaded.labels(name).set(1 if model.loaded else 0)
             self.memory.labels(name).set(model.engine.memory_bytes if model.engine else 0)
         self.queue_depth.set(waiting)

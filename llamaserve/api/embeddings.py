@@ -9,8 +9,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from ..engine.embedding import EmbeddingInput
-from ..manager import ModelManager, ModelNotFoundError
-from .errors import APIError
+from ..manager import ModelManager
 from .generation import parse_request
 from .schemas import CreateEmbeddingResponse, Embedding, EmbeddingRequest, EmbeddingUsage
 
@@ -34,12 +33,9 @@ def encode(vector: np.ndarray, encoding_format: str | None) -> list[float] | str
 async def create_embedding(request: Request) -> Response:
     body = await parse_request(request, EmbeddingRequest)
     manager: ModelManager = request.app.state.manager
-    try:
-        async with manager.use(body.model, embeddings=True) as model:
-            assert model.embedder is not None
-            result = await model.embedder.embed(inputs_of(body), body.dimensions)
-    except ModelNotFoundError as exc:
-        raise APIError(404, str(exc), param="model", code="model_not_found") from exc
+    async with manager.use(body.model, embeddings=True) as model:
+        assert model.embedder is not None
+        result = await model.embedder.embed(inputs_of(body), body.dimensions)
     response = CreateEmbeddingResponse(
         data=[
             Embedding(index=index, embedding=encode(vector, body.encoding_format))

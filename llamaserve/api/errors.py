@@ -1,9 +1,11 @@
-"""The OpenAI error shape, and every exception → status mapping, in one place."""
+"""The OpenAI error shape, and every exception → (status, code, param) mapping, in one place:
+`ERRORS`. Handlers raise or let through what goes wrong; they never pick a status for it."""
 
 from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
@@ -12,7 +14,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from ..engine import EngineBusyError, EngineError, EngineInternalError
-from ..manager import EmbeddingModelError, ModelUnavailableError
+from ..manager import (
+    EmbeddingModelError,
+    ModelBusyError,
+    ModelLoadError,
+    ModelNotDownloadedError,
+    ModelNotFoundError,
+    ModelTooLargeError,
+    ModelUnavailableError,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -52,15 +62,55 @@ def error_response(
     return JSONResponse(error_body(status, message, param, code), status_code=status)
 
 
-def in_band_error(exc: APIError | EngineError) -> dict[str, Any]:
-    """The error body for an error that happens after a stream's 200 status was sent."""
+@dataclass(frozen=True)
+class ErrorShape:
+    """What an exception answers. `code` and `param` None: the exception's own attributes of
+    that name (the engine names the field it refuses, and why it is busy)."""
+
+    status: int
+    code: str | None = None
+    param: str | None = None
+
+
+# Exception class → answer, found through the exception's class hierarchy (the most specific
+# entry wins), for answers before a response starts and errors in a stream alike.
+ERRORS: dict[type[Exception], ErrorShape] = {
+    ModelNotFoundError: ErrorShape(404, "model_not_found", "model"),
+    ModelNotDownloadedError: ErrorShape(404, "model_not_downloaded", "model"),
+    ModelTooLargeError: ErrorShape(503, "insufficient_memory", "model"),  # over the budget
+    ModelBusyError: ErrorShape(503, "model_busy", "model"),  # memory held by busy models
+    ModelLoadError: ErrorShape(503, "model_load_failed", "model"),  # the others keep serving
+    ModelUnavailableError: ErrorShape(503, "model_unavailable", "model"),
+    EmbeddingModelError: ErrorShape(400, "model_not_supported", "model"),
+    EngineBusyError: ErrorShape(503),  # no free sequence: retry (Retry-After)
+    EngineInternalError: ErrorShape(500, "server_error"),  # llama.cpp failed: not the client
+    EngineError: ErrorShape(400, "invalid_request"),  # a request the engine cannot run
+}
+
+
+def shape_of(exc: Exception) -> ErrorShape | None:
+    for cls in type(exc).__mro__:
+        if cls in ERRORS:
+            return ERRORS[cls]
+    return None
+
+
+def api_error(exc: Exception) -> APIError:
+    """The APIError an exception of the table answers (the table says how)."""
     if isinstance(exc, APIError):
-        return error_body(exc.status, exc.message, exc.param, exc.code)
-    if isinstance(exc, EngineBusyError):
-        return error_body(503, str(exc), None, exc.code)
-    if isinstance(exc, EngineInternalError):
-        return error_body(500, str(exc), None, "server_error")
-    return error_body(400, str(exc), exc.param, "invalid_request")
+        return exc
+    shape = shape_of(exc)
+    if shape is None:
+        raise TypeError(f"{type(exc).__name__} is not in api.errors.ERRORS") from exc
+    return APIError(shape.status, str(exc),
+                    param=shape.param if shape.param is not None else getattr(exc, "param", None),
+                    code=shape.code if shape.code is not None else getattr(exc, "code", None))
+
+
+def in_band_error(exc: Exception) -> dict[str, Any]:
+    """The error body for an error that happens after a stream's 200 status was sent."""
+    error = api_error(exc)
+    return error_body(error.status, error.message, error.param, error.code)
 
 
 def _field_path(loc: tuple[Any, ...]) -> str:
@@ -131,28 +181,14 @@ async def handle_api_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status, exc.message, exc.param, exc.code)
 
 
-async def handle_engine_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, EngineError)
-    return error_response(400, str(exc), exc.param, "invalid_request")
-
-
-async def handle_engine_busy(request: Request, exc: Exception) -> JSONResponse:
-    """Every sequence is taken and the wait queue is full, or the wait was too long."""
-    assert isinstance(exc, EngineBusyError)
-    response = error_response(503, str(exc), None, exc.code)
-    response.headers["Retry-After"] = str(exc.retry_after)
+async def handle_mapped(request: Request, exc: Exception) -> JSONResponse:
+    """Any exception of the table; Retry-After for those that say when to retry."""
+    error = api_error(exc)
+    response = error_response(error.status, error.message, error.param, error.code)
+    retry_after = getattr(exc, "retry_after", None)
+    if retry_after is not None:
+        response.headers["Retry-After"] = str(retry_after)
     return response
-
-
-async def handle_engine_internal(request: Request, exc: Exception) -> JSONResponse:
-    """The engine failed on its side (already logged with its cause): not the client's fault."""
-    assert isinstance(exc, EngineInternalError)
-    return error_response(500, str(exc), None, "server_error")
-
-
-async def handle_embedding_model_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, EmbeddingModelError)
-    return error_response(400, str(exc), "model", "model_not_supported")
 
 
 async def handle_http_exception(request: Request, exc: Exception) -> JSONResponse:
@@ -176,19 +212,9 @@ async def handle_unexpected(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
-async def handle_model_unavailable(request: Request, exc: Exception) -> JSONResponse:
-    """Not downloaded (404), over the memory budget or busy (503), failed to load."""
-    assert isinstance(exc, ModelUnavailableError)
-    return error_response(exc.status, str(exc), "model", exc.code)
-
-
 EXCEPTION_HANDLERS = {
     APIError: handle_api_error,
-    EngineBusyError: handle_engine_busy,
-    EngineInternalError: handle_engine_internal,
-    EngineError: handle_engine_error,
-    EmbeddingModelError: handle_embedding_model_error,
-    ModelUnavailableError: handle_model_unavailable,
+    **{cls: handle_mapped for cls in ERRORS},
     HTTPException: handle_http_exception,
     Exception: handle_unexpected,
 }

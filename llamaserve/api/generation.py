@@ -17,9 +17,9 @@ from starlette.responses import StreamingResponse
 
 from .. import __version__
 from ..engine import Event, Finished, GenerationRequest, SamplingParams
-from ..manager import ModelManager, ModelNotFoundError, ModelUnavailableError, ResidentModel
+from ..manager import ModelError, ModelManager, ResidentModel
 from ..settings import parse_duration
-from .errors import APIError, parse_json, validation_error
+from .errors import APIError, api_error, parse_json, validation_error
 from .schemas import PromptTokensDetails, Usage, _Sampling
 
 SYSTEM_FINGERPRINT = f"fp_llamaserve_{__version__}"
@@ -144,10 +144,9 @@ async def open_generation(
     try:
         keep_alive = request.scope["state"].get("keep_alive")
         model = await stack.enter_async_context(manager.use(model_name, keep_alive))
-    except ModelNotFoundError as exc:
-        raise APIError(404, str(exc), param="model", code="model_not_found") from exc
-    except ModelUnavailableError as exc:
-        raise APIError(exc.status, str(exc), param="model", code=exc.code) from exc
+    except ModelError as exc:
+        # as an APIError: a later choice of a stream reports it in-band, as a handler's errors
+        raise api_error(exc) from exc
     try:
         generation: GenerationRequest = build(model)
         generation.deadline = started + timeout if timeout else None
