@@ -21,7 +21,7 @@ from .api.errors import EXCEPTION_HANDLERS, error_body
 from .api.models import list_models, retrieve_model
 from .api.ps import list_running
 from .auth import APIKeyMiddleware
-from .manager import ModelManager
+from .models.manager import ModelManager
 from .observability import AccessLogMiddleware, Metrics
 from .settings import Settings
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from llamaserve.catalog import (
+from llamaserve.models.catalog import (
     CatalogError,
     HubSource,
     PackageSource,
@@ -15,7 +15,7 @@ from llamaserve.catalog import (
     parse_catalog,
     resolve,
 )
-from llamaserve.hub import ModelFilesError, pull
+from llamaserve.models.hub import ModelFilesError, pull
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from llamaserve.engine.options import DEFAULT_CONTEXT_CAP
-from llamaserve.gguf_info import effective_context, read_model_info
+from llamaserve.models.gguf_info import effective_context, read_model_info
 
 from .conftest import start_server
 

@@ -13,7 +13,7 @@ from llamaserve.engine import (
     EngineInternalError,
     PromptTooLongError,
 )
-from llamaserve.manager import (
+from llamaserve.models.manager import (
     EmbeddingModelError,
     ModelBusyError,
     ModelLoadError,

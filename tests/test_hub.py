@@ -12,8 +12,8 @@ from pathlib import Path
 import openai
 import pytest
 
-from llamaserve.catalog import HubRef, parse_hub_ref
-from llamaserve.hub import AmbiguousFileError, ModelFilesError, choose_file
+from llamaserve.models.catalog import HubRef, parse_hub_ref
+from llamaserve.models.hub import AmbiguousFileError, ModelFilesError, choose_file
 
 from .conftest import free_port, start_server
 from .fake_hub import FakeHub, write_tiny_gguf

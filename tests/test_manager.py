@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from llamaserve.gguf_info import read_model_info
+from llamaserve.models.gguf_info import read_model_info
 from llamaserve.settings import parse_duration, parse_size
 
 from .conftest import LiveServer, assert_openai_error, free_port, start_server

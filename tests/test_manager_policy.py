@@ -14,11 +14,11 @@ from typing import Any, TypeVar
 
 import pytest
 
-from llamaserve.catalog import ModelSpec
 from llamaserve.engine import LoadOptions
-from llamaserve.gguf_info import GGUFError, ModelInfo
-from llamaserve.hub import ModelFiles, NotDownloadedError
-from llamaserve.manager import (
+from llamaserve.models.catalog import ModelSpec
+from llamaserve.models.gguf_info import GGUFError, ModelInfo
+from llamaserve.models.hub import ModelFiles, NotDownloadedError
+from llamaserve.models.manager import (
     EmbeddingModelError,
     Limits,
     ModelBusyError,

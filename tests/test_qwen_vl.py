@@ -35,7 +35,7 @@ PNG_URI = data_uri(PNG)
 
 def catalog_names() -> tuple[str, str, str]:
     """(Hub repo, weights file, projector file) of the catalog's `qwen-vl` entry."""
-    from llamaserve.catalog import HubSource, load_catalog
+    from llamaserve.models.catalog import HubSource, load_catalog
 
     entry = load_catalog().models["qwen-vl"]
     assert isinstance(entry.source, HubSource) and entry.projector is not None
@@ -237,9 +237,9 @@ def failing_decode_app(qwen_files: tuple[Path, Path], monkeypatch: pytest.Monkey
     import llama_cpp
     from starlette.testclient import TestClient
 
-    from llamaserve.catalog import load_catalog, resolve
-    from llamaserve.cli import load_options, make_manager
-    from llamaserve.hub import ModelFiles
+    from llamaserve.cli.main import load_options, make_manager
+    from llamaserve.models.catalog import load_catalog, resolve
+    from llamaserve.models.hub import ModelFiles
     from llamaserve.server import create_app
     from llamaserve.settings import Settings
 

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from pydantic import ValidationError
 
 from llamaserve.cli import main
-from llamaserve.cli_options import flag_decls, given, server_options, usage_error
+from llamaserve.cli.options import flag_decls, given, server_options, usage_error
 from llamaserve.engine.options import DEFAULT_PARALLEL, DEFAULT_QUEUE_SIZE
 from llamaserve.settings import Flag, Settings
 

@@ -289,8 +289,8 @@ def test_forced_tool_call_with_an_image(vision_client: openai.OpenAI) -> None:
 
 
 def test_catalog_chat_handlers_are_known() -> None:
-    from llamaserve.catalog import load_catalog
     from llamaserve.engine.vision import HANDLERS
+    from llamaserve.models.catalog import load_catalog
 
     catalog = load_catalog()
     vision = {name: entry for name, entry in catalog.models.items() if entry.kind == "vision"}

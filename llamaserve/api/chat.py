@@ -15,7 +15,7 @@ from ..engine import EngineError, Finished, GenerationRequest
 from ..engine.grammar import JSON_OBJECT_GRAMMAR, json_schema_grammar, tool_call_schema
 from ..engine.tools import ParsedToolCall
 from ..engine.vision import MEDIA_MARKER
-from ..manager import ResidentModel
+from ..models.manager import ResidentModel
 from .chat_images import accepts_images, message_images, no_images
 from .chat_output import ChoiceDelta, ToolMode, argument_fragments, shape_choice, wire_logprobs
 from .errors import APIError, in_band_error

@@ -7,8 +7,8 @@ import asyncio
 import httpx
 
 from ..engine.types import ImageInput
-from ..manager import ModelManager, ResidentModel
 from ..media import FetchLimits, ImageError, load_image
+from ..models.manager import ModelManager, ResidentModel
 from ..settings import Settings
 from .errors import APIError
 from .schemas import ChatCompletionRequest, ImagePart

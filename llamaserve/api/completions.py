@@ -12,7 +12,7 @@ from starlette.responses import JSONResponse, Response
 
 from ..engine import EngineError, Event, Finished, GenerationRequest, TextDelta
 from ..engine.types import TokenLogprob
-from ..manager import ResidentModel
+from ..models.manager import ResidentModel
 from .errors import APIError, in_band_error
 from .generation import (
     SYSTEM_FINGERPRINT,

@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from ..engine.embedding import EmbeddingInput
-from ..manager import ModelManager
+from ..models.manager import ModelManager
 from .generation import parse_request
 from .schemas import CreateEmbeddingResponse, Embedding, EmbeddingRequest, EmbeddingUsage
 

@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from ..engine import EngineBusyError, EngineError, EngineInternalError
-from ..manager import (
+from ..models.manager import (
     EmbeddingModelError,
     ModelBusyError,
     ModelLoadError,

@@ -17,7 +17,7 @@ from starlette.responses import StreamingResponse
 
 from .. import __version__
 from ..engine import Event, Finished, GenerationRequest, SamplingParams
-from ..manager import ModelError, ModelManager, ResidentModel
+from ..models.manager import ModelError, ModelManager, ResidentModel
 from ..settings import parse_duration
 from .errors import APIError, api_error, parse_json, validation_error
 from .schemas import PromptTokensDetails, Usage, _Sampling

@@ -7,8 +7,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from ..hub import is_local
-from ..manager import ModelManager, ResidentModel
+from ..models.hub import is_local
+from ..models.manager import ModelManager, ResidentModel
 from .errors import APIError
 from .schemas import ModelCard, ModelList
 

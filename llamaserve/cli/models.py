@@ -16,12 +16,19 @@ from typing import Any
 import click
 from tqdm.std import tqdm
 
-from .cache import list_local, remove
-from .catalog import Catalog, CatalogError, HubRef, HubSource, ModelSpec, load_catalog, resolve
-from .cli_options import setting_option
-from .engine.options import DEFAULT_CONTEXT_CAP, DEFAULT_PARALLEL, micro_batch
-from .gguf_info import GGUFError, human_bytes, human_count, read_model_info
-from .hub import (
+from ..engine.options import DEFAULT_CONTEXT_CAP, DEFAULT_PARALLEL, micro_batch
+from ..models.cache import list_local, remove
+from ..models.catalog import (
+    Catalog,
+    CatalogError,
+    HubRef,
+    HubSource,
+    ModelSpec,
+    load_catalog,
+    resolve,
+)
+from ..models.gguf_info import GGUFError, human_bytes, human_count, read_model_info
+from ..models.hub import (
     AmbiguousFileError,
     ModelFiles,
     ModelFilesError,
@@ -29,7 +36,8 @@ from .hub import (
     locate_cached,
     pull,
 )
-from .settings import Settings
+from ..settings import Settings
+from .options import setting_option
 
 CATALOG_OPTION = setting_option("catalog", envvar=True)
 

@@ -11,16 +11,16 @@ from typing import Any
 import click
 from pydantic import ValidationError
 
-from . import __version__
-from .catalog import CatalogError, ModelSpec, load_catalog, resolve
-from .cli_models import pull_options, register
-from .cli_options import given, server_options, setting_option, usage_error
-from .engine import LoadOptions
-from .host import default_max_memory, resolve_gpu_layers
-from .hub import ModelFilesError, pull
-from .manager import Limits, ModelManager, ModelUnavailableError
-from .observability import configure_logging
-from .settings import RUN_KEEP_ALIVE, SERVE_KEEP_ALIVE, Settings
+from .. import __version__
+from ..engine import LoadOptions
+from ..host import default_max_memory, resolve_gpu_layers
+from ..models.catalog import CatalogError, ModelSpec, load_catalog, resolve
+from ..models.hub import ModelFilesError, pull
+from ..models.manager import Limits, ModelManager, ModelUnavailableError
+from ..observability import configure_logging
+from ..settings import RUN_KEEP_ALIVE, SERVE_KEEP_ALIVE, Settings
+from .models import pull_options, register
+from .options import given, server_options, setting_option, usage_error
 
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
@@ -107,7 +107,7 @@ def load_options(settings: Settings, spec: ModelSpec) -> LoadOptions:
 def serve_app(manager: ModelManager, settings: Settings, what: str) -> None:
     import uvicorn
 
-    from .server import create_app
+    from ..server import create_app
 
     app = create_app(manager, settings)
     click.echo(f"serving {what} at http://{settings.host}:{settings.port}/v1/", err=True)
@@ -218,7 +218,7 @@ def chat(model: str, url: str, api_key: str | None, system: str | None) -> None:
     models), /system TEXT sets the system message, /reset forgets the conversation, /exit
     quits. Ctrl-C stops a reply.
     """
-    from .chat_cli import run_chat
+    from .chat import run_chat
 
     run_chat(model, url, api_key, system)
 

@@ -24,12 +24,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
+from ..engine import BatchEngine, LoadOptions
+from ..engine.embedding import Embedder
+from ..engine.options import micro_batch
+from ..host import resident_bytes
 from .catalog import ModelSpec
-from .engine import BatchEngine, LoadOptions
-from .engine.embedding import Embedder
-from .engine.options import micro_batch
 from .gguf_info import GGUFError, MemoryEstimate, ModelInfo, human_bytes, read_model_info
-from .host import resident_bytes
 from .hub import ModelFiles, ModelFilesError, NotDownloadedError, locate_cached
 
 logger = logging.getLogger(__name__)

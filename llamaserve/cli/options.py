@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from .settings import Flag, Settings
+from ..settings import Flag, Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -17,7 +17,7 @@ from typing import Any, BinaryIO
 
 import gguf
 
-from .engine.options import DEFAULT_CONTEXT_CAP
+from ..engine.options import DEFAULT_CONTEXT_CAP
 
 # Arrays longer than this (vocabularies, merges) are counted, not kept.
 _KEEP_ARRAY_MAX = 64
