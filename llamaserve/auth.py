@@ -7,7 +7,7 @@ import hmac
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .api.errors import error_body
+from .protocols.openai.errors import error_body
 
 # the playground page is static; its API calls carry the key the user types into it
 OPEN_PATHS = {"/health", "/"}

@@ -14,15 +14,15 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .api.chat import create_chat_completion
-from .api.completions import create_completion
-from .api.embeddings import create_embedding
-from .api.errors import EXCEPTION_HANDLERS, error_body
-from .api.models import list_models, retrieve_model
-from .api.ps import list_running
 from .auth import APIKeyMiddleware
 from .models.manager import ModelManager
 from .observability import AccessLogMiddleware, Metrics
+from .protocols.ollama.ps import list_running
+from .protocols.openai.chat import create_chat_completion
+from .protocols.openai.completions import create_completion
+from .protocols.openai.embeddings import create_embedding
+from .protocols.openai.errors import EXCEPTION_HANDLERS, error_body
+from .protocols.openai.models import list_models, retrieve_model
 from .settings import Settings
 
 logger = logging.getLogger(__name__)

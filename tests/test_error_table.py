@@ -6,13 +6,14 @@ import asyncio
 
 import pytest
 
-from llamaserve.api.errors import ERRORS, api_error, error_body, handle_mapped, in_band_error
 from llamaserve.engine import (
     EngineBusyError,
     EngineError,
     EngineInternalError,
     PromptTooLongError,
 )
+from llamaserve.errors import ERRORS
+from llamaserve.errors import request_error as api_error
 from llamaserve.models.manager import (
     EmbeddingModelError,
     ModelBusyError,
@@ -22,6 +23,7 @@ from llamaserve.models.manager import (
     ModelTooLargeError,
     ModelUnavailableError,
 )
+from llamaserve.protocols.openai.errors import error_body, handle_mapped, in_band_error
 
 
 @pytest.mark.parametrize(("exc", "status", "code", "param"), [
@@ -54,5 +56,5 @@ def test_a_busy_engine_says_when_to_retry() -> None:
 
 def test_an_exception_outside_the_table_is_a_programming_error() -> None:
     assert KeyError not in ERRORS
-    with pytest.raises(TypeError, match="not in api.errors.ERRORS"):
+    with pytest.raises(TypeError, match="not in llamaserve.errors.ERRORS"):
         api_error(KeyError("x"))

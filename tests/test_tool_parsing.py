@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from llamaserve.engine.tools import may_be_tool_call, parse_tool_calls
+from llamaserve.core.tool_calls import may_be_tool_call, parse_tool_calls
 
 KNOWN = {"get_weather", "get_time"}
 

@@ -1,11 +1,10 @@
-"""The OpenAI error shape, and every exception → (status, code, param) mapping, in one place:
-`ERRORS`. Handlers raise or let through what goes wrong; they never pick a status for it."""
+"""OpenAI's error shape, `{"error": {"message", "type", "param", "code"}}`, for every error of
+llamaserve.errors' table, malformed bodies and unknown routes."""
 
 from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
@@ -13,16 +12,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from ..engine import EngineBusyError, EngineError, EngineInternalError
-from ..models.manager import (
-    EmbeddingModelError,
-    ModelBusyError,
-    ModelLoadError,
-    ModelNotDownloadedError,
-    ModelNotFoundError,
-    ModelTooLargeError,
-    ModelUnavailableError,
-)
+from ...errors import ERRORS, RequestError, request_error
 
 logger = logging.getLogger(__name__)
 
@@ -38,19 +28,6 @@ _TYPES = {
 }
 
 
-class APIError(Exception):
-    """An error to send to the client as `{"error": {...}}` with `status`."""
-
-    def __init__(
-        self, status: int, message: str, *, param: str | None = None, code: str | None = None
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.param = param
-        self.code = code
-
-
 def error_body(status: int, message: str, param: str | None, code: str | None) -> dict[str, Any]:
     error_type = _TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
     return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
@@ -62,54 +39,9 @@ def error_response(
     return JSONResponse(error_body(status, message, param, code), status_code=status)
 
 
-@dataclass(frozen=True)
-class ErrorShape:
-    """What an exception answers. `code` and `param` None: the exception's own attributes of
-    that name (the engine names the field it refuses, and why it is busy)."""
-
-    status: int
-    code: str | None = None
-    param: str | None = None
-
-
-# Exception class → answer, found through the exception's class hierarchy (the most specific
-# entry wins), for answers before a response starts and errors in a stream alike.
-ERRORS: dict[type[Exception], ErrorShape] = {
-    ModelNotFoundError: ErrorShape(404, "model_not_found", "model"),
-    ModelNotDownloadedError: ErrorShape(404, "model_not_downloaded", "model"),
-    ModelTooLargeError: ErrorShape(503, "insufficient_memory", "model"),  # over the budget
-    ModelBusyError: ErrorShape(503, "model_busy", "model"),  # memory held by busy models
-    ModelLoadError: ErrorShape(503, "model_load_failed", "model"),  # the others keep serving
-    ModelUnavailableError: ErrorShape(503, "model_unavailable", "model"),
-    EmbeddingModelError: ErrorShape(400, "model_not_supported", "model"),
-    EngineBusyError: ErrorShape(503),  # no free sequence: retry (Retry-After)
-    EngineInternalError: ErrorShape(500, "server_error"),  # llama.cpp failed: not the client
-    EngineError: ErrorShape(400, "invalid_request"),  # a request the engine cannot run
-}
-
-
-def shape_of(exc: Exception) -> ErrorShape | None:
-    for cls in type(exc).__mro__:
-        if cls in ERRORS:
-            return ERRORS[cls]
-    return None
-
-
-def api_error(exc: Exception) -> APIError:
-    """The APIError an exception of the table answers (the table says how)."""
-    if isinstance(exc, APIError):
-        return exc
-    shape = shape_of(exc)
-    if shape is None:
-        raise TypeError(f"{type(exc).__name__} is not in api.errors.ERRORS") from exc
-    return APIError(shape.status, str(exc),
-                    param=shape.param if shape.param is not None else getattr(exc, "param", None),
-                    code=shape.code if shape.code is not None else getattr(exc, "code", None))
-
-
 def in_band_error(exc: Exception) -> dict[str, Any]:
     """The error body for an error that happens after a stream's 200 status was sent."""
-    error = api_error(exc)
+    error = request_error(exc)
     return error_body(error.status, error.message, error.param, error.code)
 
 
@@ -150,7 +82,7 @@ _ROLE_TAGS = {
 }
 
 
-def validation_error(exc: ValidationError) -> APIError:
+def validation_error(exc: ValidationError) -> RequestError:
     first = exc.errors()[0]
     param = _field_path(tuple(first["loc"])) or None
     detail = first["msg"]
@@ -161,14 +93,14 @@ def validation_error(exc: ValidationError) -> APIError:
     extra = len(exc.errors()) - 1
     if extra:
         message += f" ({extra} more problem{'s' if extra > 1 else ''} in the request)"
-    return APIError(400, message, param=param, code="invalid_value")
+    return RequestError(400, message, param=param, code="invalid_value")
 
 
 def parse_json(raw: bytes) -> Any:
     try:
         return json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
-        raise APIError(
+        raise RequestError(
             400,
             f"We could not parse the JSON body of your request: {exc}. "
             "Send a valid JSON object with Content-Type: application/json.",
@@ -177,13 +109,13 @@ def parse_json(raw: bytes) -> Any:
 
 
 async def handle_api_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, APIError)
+    assert isinstance(exc, RequestError)
     return error_response(exc.status, exc.message, exc.param, exc.code)
 
 
 async def handle_mapped(request: Request, exc: Exception) -> JSONResponse:
     """Any exception of the table; Retry-After for those that say when to retry."""
-    error = api_error(exc)
+    error = request_error(exc)
     response = error_response(error.status, error.message, error.param, error.code)
     retry_after = getattr(exc, "retry_after", None)
     if retry_after is not None:
@@ -213,7 +145,7 @@ async def handle_unexpected(request: Request, exc: Exception) -> JSONResponse:
 
 
 EXCEPTION_HANDLERS = {
-    APIError: handle_api_error,
+    RequestError: handle_api_error,
     **{cls: handle_mapped for cls in ERRORS},
     HTTPException: handle_http_exception,
     Exception: handle_unexpected,

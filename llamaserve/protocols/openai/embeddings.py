@@ -8,9 +8,9 @@ import numpy as np
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from ..engine.embedding import EmbeddingInput
-from ..models.manager import ModelManager
-from .generation import parse_request
+from ...engine.embedding import EmbeddingInput
+from ...models.manager import ModelManager
+from .http import parse_request
 from .schemas import CreateEmbeddingResponse, Embedding, EmbeddingRequest, EmbeddingUsage
 
 

@@ -7,9 +7,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from ..models.hub import is_local
-from ..models.manager import ModelManager, ResidentModel
-from .errors import APIError
+from ...errors import RequestError
+from ...models.hub import is_local
+from ...models.manager import ModelManager, ResidentModel
 from .schemas import ModelCard, ModelList
 
 
@@ -38,7 +38,7 @@ async def retrieve_model(request: Request) -> Response:
     name = request.path_params["model"]
     model = manager.find(name)
     if model is None or not await run_in_threadpool(_available, model):
-        raise APIError(
+        raise RequestError(
             404,
             f"The model '{name}' does not exist or is not served here.",
             param="model",

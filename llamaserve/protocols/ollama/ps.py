@@ -8,7 +8,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from ..models.manager import ModelManager, ResidentModel
+from ...models.manager import ModelManager, ResidentModel
 
 
 def ps_row(model: ResidentModel, expires_in: float | None) -> dict[str, Any]:

@@ -1,24 +1,23 @@
-"""Shaping one chat choice from engine events: content, tool calls, logprobs, finish reason.
+"""One choice of a chat completion, from engine events to `ChoiceDelta`s: content, tool calls
+(parsed out of the model's text), logprobs and the finish reason.
 
-The same `ChoiceDelta` stream feeds both the SSE chunks and the folded non-stream answer, so
-the two cannot drift apart.
+Every protocol consumes the same stream of ChoiceDeltas and either frames it (streaming) or
+folds it (one answer), so the two cannot drift apart.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Literal
 
 from ..engine import Event, Finished, TextDelta
-from ..engine.tools import ParsedToolCall, may_be_tool_call, parse_tool_calls
 from ..engine.types import TokenLogprob
-from .schemas import ChoiceLogprobs, TopLogprob
-from .schemas import TokenLogprob as WireLogprob
+from .plan import ToolMode
+from .tool_calls import ParsedToolCall, may_be_tool_call, parse_tool_calls
 
-# none: plain text. auto: the model may answer with a tool call, parsed from its text.
-# forced: the grammar makes the whole reply one {"name", "arguments"} object.
-ToolMode = Literal["none", "auto", "forced"]
+# "stop": the model ended (or a stop string); "length": max_tokens or the context;
+# "tool_calls": the reply is one or more tool calls.
+FinishReason = str
 
 
 @dataclass
@@ -27,16 +26,12 @@ class ChoiceDelta:
     content: str | None = None
     logprobs: list[TokenLogprob] | None = None
     tool_calls: list[ParsedToolCall] | None = None
-    finish_reason: str | None = None
-    finished: Finished | None = None
+    finish_reason: FinishReason | None = None
+    finished: Finished | None = None  # with the finish reason: the choice's token counts
 
 
 async def shape_choice(
-    events: AsyncIterator[Event],
-    index: int,
-    mode: ToolMode,
-    tool_names: set[str],
-    legacy_functions: bool = False,
+    events: AsyncIterator[Event], index: int, mode: ToolMode, tool_names: set[str],
 ) -> AsyncIterator[ChoiceDelta]:
     """Engine events of one choice → ChoiceDeltas. In auto mode, text that may be the start
     of a tool call is held back until it is clearly content or the reply ends."""
@@ -63,30 +58,7 @@ async def shape_choice(
                 if parsed.content:
                     yield ChoiceDelta(index, content=parsed.content)
                 yield ChoiceDelta(index, tool_calls=parsed.tool_calls)
-                finish = "function_call" if legacy_functions else "tool_calls"
+                finish = "tool_calls"
             elif text:
                 yield ChoiceDelta(index, content=text)
         yield ChoiceDelta(index, finish_reason=finish, finished=event)
-
-
-def wire_logprobs(entries: list[TokenLogprob]) -> ChoiceLogprobs:
-    return ChoiceLogprobs(
-        content=[
-            WireLogprob(
-                token=entry.token,
-                logprob=entry.logprob if entry.logprob is not None else 0.0,
-                bytes=list(entry.bytes),
-                top_logprobs=[
-                    TopLogprob(token=text, logprob=logprob, bytes=list(raw))
-                    for text, raw, logprob in entry.top
-                ],
-            )
-            for entry in entries
-        ],
-        refusal=None,
-    )
-
-
-def argument_fragments(arguments: str, size: int = 16) -> list[str]:
-    """A tool call's arguments cut into pieces, as OpenAI streams them."""
-    return [arguments[i : i + size] for i in range(0, len(arguments), size)] or [""]

@@ -1,1 +1,0 @@
-"""The OpenAI-compatible HTTP routes: one module per route, schemas and errors beside them."""
