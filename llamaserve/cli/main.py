@@ -214,9 +214,9 @@ Examples:
 def chat(model: str, url: str, api_key: str | None, system: str | None) -> None:
     """Chat with MODEL in the terminal, streaming replies.
 
-    Type a message and Enter. /image PATH attaches an image to your next message (vision
-    models), /system TEXT sets the system message, /reset forgets the conversation, /exit
-    quits. Ctrl-C stops a reply.
+    Type a message and Enter; a line starting with \"\"\" starts a multi-line message. /help
+    lists the commands: /set system TEXT, /set parameter temperature 0.2, /image PATH, /retry,
+    /reset, /bye. Ctrl-C stops a reply.
     """
     from .chat import run_chat
 
