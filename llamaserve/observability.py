@@ -130,3 +130,6 @@ def configure_logging(verbose: bool, log_format: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    # Libraries' request-by-request lines (the Hub client's GETs) only with --verbose.
+    for chatty in ("httpx", "httpcore", "huggingface_hub", "urllib3", "filelock"):
+        logging.getLogger(chatty).setLevel(logging.DEBUG if verbose else logging.WARNING)

@@ -74,12 +74,16 @@ def parse_duration(value: Any) -> float:
 
 
 def parse_size(value: Any) -> int:
-    """Bytes from `8GB`, `512MiB`, `2g` or a plain number of bytes."""
+    """Bytes from `8GB`, `512MiB`, `2g` or `1000B`. Text needs a unit: `--max-memory 8` is
+    far more likely to mean 8 GB than 8 bytes, so it is refused rather than guessed."""
     if isinstance(value, int) and not isinstance(value, bool):
         return value
     match = _SIZE.match(str(value).strip())
     if match is None:
         raise ValueError(f"'{value}' is not a size: write e.g. 8GB, 512MB, 2GiB")
+    if not match.group(2) and not str(value).strip().upper().endswith("B"):
+        raise ValueError(f"'{value}' needs a unit: write e.g. {value}GB or {value}MB "
+                         f"({value}B for bytes)")
     number, prefix, binary = match.groups()
     base = 1024 if binary else 1000
     return int(float(number) * base ** " KMGT".index(prefix.upper() or " "))
@@ -187,5 +191,9 @@ class Settings(BaseSettings):
     @classmethod
     def _layers(cls, value: Any) -> Any:
         if isinstance(value, str) and value.strip().lower() != "auto":
-            return int(value)
+            try:
+                return int(value)
+            except ValueError:
+                raise ValueError(f"'{value}' is not a number of layers: write auto, -1 (all), "
+                                 "0 (none) or a count") from None
         return value

@@ -85,8 +85,8 @@ def test_flags_of_every_kind(tmp_path: Path) -> None:
     (["--queue-timeout", "0"], "'--queue-timeout'"),
     (["--log-format", "xml"], "'--log-format'"),
     (["--api-key-file", "/no/such/file"], "'--api-key-file'"),
-    (["--max-memory", "lots"], "--max-memory: Value error, 'lots' is not a size"),
-    (["--keep-alive", "soon"], "--keep-alive: Value error, 'soon' is not a duration"),
+    (["--max-memory", "lots"], "--max-memory: 'lots' is not a size"),
+    (["--keep-alive", "soon"], "--keep-alive: 'soon' is not a duration"),
 ])
 def test_bad_values_are_usage_errors_naming_the_flag(args: list[str], message: str) -> None:
     result = CliRunner().invoke(probe, args)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
+import logging
 import signal
+import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -15,12 +18,14 @@ from .. import __version__
 from ..engine import LoadOptions
 from ..host import default_max_memory, resolve_gpu_layers
 from ..models.catalog import CatalogError, ModelSpec, load_catalog, resolve
-from ..models.hub import ModelFilesError, pull
+from ..models.hub import ModelFilesError, is_local, pull
 from ..models.manager import Limits, ModelManager, ModelUnavailableError
 from ..observability import configure_logging
 from ..settings import RUN_KEEP_ALIVE, SERVE_KEEP_ALIVE, Settings
 from .models import pull_options, register
 from .options import given, server_options, setting_option, usage_error
+
+logger = logging.getLogger("llamaserve")
 
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
@@ -78,9 +83,25 @@ def make_settings(**flags: Any) -> Settings:
         raise usage_error(exc) from exc
     configure_logging(settings.verbose, settings.log_format)
     if not settings.keys() and settings.host not in LOOPBACK_HOSTS:
-        click.echo(f"warning: serving on {settings.host} without an API key: anyone who can "
-                   "reach this address can use the model. Pass --api-key KEY.", err=True)
+        logger.warning("serving on %s without an API key: anyone who can reach this address "
+                       "can use the model. Pass --api-key KEY.", settings.host)
     return settings
+
+
+def check_address(settings: Settings) -> None:
+    """Refuse a port that is taken before loading anything (a load can take minutes)."""
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind((settings.host, settings.port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise click.ClickException(
+                    f"port {settings.port} is in use (another llamaserve or Ollama?): pass "
+                    "--port N") from exc
+            raise click.ClickException(
+                f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}") from exc
 
 
 def make_manager(settings: Settings, keep_alive: float) -> ModelManager:
@@ -104,13 +125,20 @@ def load_options(settings: Settings, spec: ModelSpec) -> LoadOptions:
     )
 
 
-def serve_app(manager: ModelManager, settings: Settings, what: str) -> None:
+def serve_app(
+    manager: ModelManager, settings: Settings, what: str, chat_model: str = "MODEL"
+) -> None:
     import uvicorn
 
     from ..server import create_app
 
     app = create_app(manager, settings)
-    click.echo(f"serving {what} at http://{settings.host}:{settings.port}/v1/", err=True)
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    base = f"http://{host}:{settings.port}"
+    logger.info("serving %s at %s/v1/ (OpenAI API)", what, base)
+    if settings.playground:
+        logger.info("playground: %s/  terminal chat: llamaserve chat %s%s", base, chat_model,
+                    "" if settings.port == 8000 else f" --url {base}/v1")
     # uvicorn stops accepting on SIGINT/SIGTERM, lets running requests finish (up to the
     # grace period), then raises the signal again for the previous handler: make that handler
     # a no-op so we get here, free the models and exit 0 instead of dying by the signal.
@@ -151,6 +179,7 @@ def run(models: tuple[str, ...], alias: str | None, catalog: Path | None, mmproj
     downloaded yet is pulled first.
     """
     settings = make_settings(catalog=catalog, **flags)
+    check_address(settings)
     for option, value in (("--alias", alias), ("--mmproj", mmproj)):
         if value and len(models) > 1:
             raise click.UsageError(f"{option} applies to one model; give it with a single MODEL")
@@ -174,7 +203,7 @@ def run(models: tuple[str, ...], alias: str | None, catalog: Path | None, mmproj
         manager.load_all()
     except (ValueError, ModelUnavailableError) as exc:
         raise click.ClickException(str(exc)) from exc
-    serve_app(manager, settings, ", ".join(spec.id for spec, _ in pulled))
+    serve_app(manager, settings, ", ".join(spec.id for spec, _ in pulled), pulled[0][0].id)
 
 
 @main.command(epilog=SERVE_EXAMPLES)
@@ -187,15 +216,20 @@ def serve(catalog: Path | None, **flags: Any) -> None:
     resident for --keep-alive; Hub models must be pulled first (`llamaserve pull NAME`).
     """
     settings = make_settings(catalog=catalog, **flags)
+    check_address(settings)
     try:
         known = load_catalog(settings.catalog)
     except CatalogError as exc:
         raise click.ClickException(str(exc)) from exc
     manager = make_manager(settings, keep_alive=SERVE_KEEP_ALIVE)
-    for name in known.models:
-        spec = resolve(name, known)
+    specs = [resolve(name, known) for name in known.models]
+    for spec in specs:
         manager.add(spec, None, load_options(settings, spec))
-    serve_app(manager, settings, f"{len(known.models)} catalog models on demand")
+    here = [spec.id for spec in specs if is_local(spec)]
+    serve_app(manager, settings,
+              f"{len(here)} of the catalog's {len(specs)} models on demand (here without a "
+              f"download: {', '.join(here) or 'none'}; `llamaserve pull NAME` for the others)",
+              here[0] if here else "MODEL")
 
 
 @main.command(epilog="""

@@ -32,6 +32,7 @@ from ..models.hub import (
     AmbiguousFileError,
     ModelFiles,
     ModelFilesError,
+    NotDownloadedError,
     PullOptions,
     locate_cached,
     pull,
@@ -97,7 +98,13 @@ def _resolve(name: str, catalog: Catalog) -> ModelSpec:
         raise click.ClickException(str(exc)) from exc
 
 
-@click.command(name="pull")
+@click.command(name="pull", epilog="""
+\b
+Examples:
+  llamaserve pull qwen-vl                     # a catalog model: weights + projector
+  llamaserve pull hf:bartowski/Qwen2.5-0.5B-Instruct-GGUF:Q4_K_M   # any Hub repo, by quant
+  llamaserve pull hf.co/bartowski/Qwen2.5-0.5B-Instruct-GGUF:Q4_K_M  # Ollama's spelling
+""")
 @click.argument("name")
 @CATALOG_OPTION
 def pull_command(name: str, catalog: Path | None) -> None:
@@ -127,7 +134,11 @@ def pull_command(name: str, catalog: Path | None) -> None:
         click.echo(f"{spec.id} projector: {files.projector}")
 
 
-@click.command(name="list")
+@click.command(name="list", epilog="""
+\b
+Examples:
+  llamaserve list                             # every model you can run without a download
+""")
 @CATALOG_OPTION
 def list_command(catalog: Path | None) -> None:
     """The models on this machine: installed packages and Hugging Face cache downloads."""
@@ -148,7 +159,13 @@ def _local_files(spec: ModelSpec) -> ModelFiles:
         raise click.ClickException(str(exc)) from exc
 
 
-@click.command(name="show")
+@click.command(name="show", epilog="""
+\b
+Examples:
+  llamaserve show smollm2                     # header, context, memory estimate
+  llamaserve show ./model.gguf --ctx 8192     # the memory it takes at another context
+  llamaserve show smollm2 --template          # print the chat template
+""")
 @click.argument("name")
 @CATALOG_OPTION
 @click.option("--template", is_flag=True, help="Print the whole chat template.")
@@ -192,7 +209,12 @@ def show_command(name: str, catalog: Path | None, template: bool, ctx: int | Non
         click.echo(f"  {key:<15} {value}")
 
 
-@click.command(name="rm")
+@click.command(name="rm", epilog="""
+\b
+Examples:
+  llamaserve rm qwen-vl                       # asks first
+  llamaserve rm hf:bartowski/Qwen2.5-0.5B-Instruct-GGUF:Q4_K_M --yes
+""")
 @click.argument("name")
 @CATALOG_OPTION
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
@@ -203,6 +225,9 @@ def rm_command(name: str, catalog: Path | None, yes: bool) -> None:
         if not isinstance(spec.source, HubRef | HubSource):
             remove(spec)  # refuses, saying how such a model is removed
         files = locate_cached(spec)
+    except NotDownloadedError as exc:
+        raise click.ClickException(f"model '{spec.id}' is not downloaded here; nothing to "
+                                   "remove (`llamaserve list` shows what is)") from exc
     except ModelFilesError as exc:
         raise click.ClickException(str(exc)) from exc
     if not yes and not click.confirm(f"Remove {spec.id} ({files.weights.name}) from the "
@@ -215,7 +240,30 @@ def rm_command(name: str, catalog: Path | None, yes: bool) -> None:
     click.echo(f"removed {spec.id}: {len(removed)} file(s), {human_bytes(freed)} freed")
 
 
-@click.command(name="ps")
+def from_now(stamp: str, now: float | None = None) -> str:
+    """An ISO time as Ollama's ps shows it: "4 minutes from now"."""
+    import calendar
+
+    try:
+        when = calendar.timegm(time.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ"))
+    except ValueError:
+        return stamp
+    seconds = max(0, round(when - (time.time() if now is None else now)))
+    if seconds < 1:
+        return "now"
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60), ("second", 1)):
+        if seconds >= size:
+            count = seconds // size
+            return f"{count} {unit}{'s' if count != 1 else ''} from now"
+    return stamp  # pragma: no cover
+
+
+@click.command(name="ps", epilog="""
+\b
+Examples:
+  llamaserve ps                               # the server at 127.0.0.1:8000
+  llamaserve ps --port 11434 --api-key SECRET
+""")
 @setting_option("host", help="The server's address.", envvar=True)
 @setting_option("port", help="The server's port.", envvar=True)
 @setting_option("api_key", help="Sent as 'Authorization: Bearer KEY' to servers that require "
@@ -232,12 +280,12 @@ def ps_command(host: str | None, port: int | None, api_key: str | None) -> None:
             body = json.load(response)
     except (urllib.error.URLError, OSError, ValueError) as exc:
         raise click.ClickException(
-            f"no llamaserve server answers at {url} ({exc}); start one with `llamaserve serve` "
-            "or pass --host/--port"
+            f"no llamaserve server answers at {url} ({getattr(exc, 'reason', exc)}): start one "
+            "with `llamaserve run MODEL` (or `llamaserve serve`), or pass --host/--port"
         ) from exc
     rows = [("NAME", "SIZE", "MEASURED", "PROCESSOR", "CONTEXT", "SEQUENCES", "UNTIL")]
     for model in body["models"]:
-        until = "forever" if model["expires_at"] is None else model["expires_at"]
+        until = "forever" if model["expires_at"] is None else from_now(model["expires_at"])
         if model["in_flight"]:
             until = f"busy ({model['in_flight']} requests)"
         measured = model.get("measured_rss")
@@ -257,7 +305,11 @@ def ps_command(host: str | None, port: int | None, api_key: str | None) -> None:
                    "in use (estimated)")
 
 
-@click.command(name="info")
+@click.command(name="info", epilog="""
+\b
+Examples:
+  llamaserve info                             # version, backend, GPU offload, threads
+""")
 def info_command() -> None:
     """The llama.cpp this install runs on: backend, SIMD features, threads, build."""
     import llama_cpp

@@ -153,5 +153,5 @@ def usage_error(exc: ValidationError) -> click.UsageError:
     for error in exc.errors():
         name = str(error["loc"][0]) if error["loc"] else ""
         where = flag_decls(name)[0] if name in Settings.model_fields else name
-        problems.append(f"{where}: {error['msg']}")
+        problems.append(f"{where}: {error['msg'].removeprefix('Value error, ')}")
     return click.UsageError("; ".join(problems))

@@ -17,6 +17,7 @@ import numpy as np
 from llama_cpp import Llama
 from llama_cpp._internals import LlamaContext
 
+from .logs import route_llama_logs
 from .options import CPU_UBATCH, N_BATCH, LoadOptions
 
 
@@ -24,6 +25,7 @@ def load_llama(path: Path, options: LoadOptions) -> Llama:
     """The weights, with a context of `parallel` sequences of `n_ctx` cells each (blocking)."""
     if options.n_ctx is None:  # decided by the caller (gguf_info.effective_context), never here
         raise ValueError("LoadOptions.n_ctx must be set to load a model")
+    route_llama_logs()
     llama = Llama(
         model_path=str(path),
         n_ctx=16,  # a placeholder context, replaced below

@@ -21,6 +21,7 @@ import llama_cpp
 import numpy as np
 from llama_cpp import Llama
 
+from .logs import route_llama_logs
 from .options import LoadOptions
 from .types import EngineError
 
@@ -117,6 +118,7 @@ class Embedder:
             n_ctx = min(n_ctx, CHAT_MODEL_BATCH_CAP)
         else:
             pooling = _pooling(metadata)
+        route_llama_logs()
         llama = Llama(
             model_path=str(path),
             embedding=True,

@@ -18,8 +18,8 @@ from typing import Any, NamedTuple
 import llama_cpp
 import llama_cpp.mtmd_cpp as mtmd
 from llama_cpp import Llama, llama_chat_format
-from llama_cpp._logger import llama_log_callback
 
+from .logs import route_llama_logs
 from .types import EngineError, EngineInternalError, ImageInput
 
 logger = logging.getLogger(__name__)
@@ -109,8 +109,7 @@ class VisionProjector:
     """A projector loaded beside one model; all calls on the model's worker thread."""
 
     def __init__(self, path: Path, llama: Llama, use_gpu: bool, verbose: bool) -> None:
-        mtmd.mtmd_log_set(llama_log_callback, ctypes.c_void_p(0))
-        mtmd.mtmd_helper_log_set(llama_log_callback, ctypes.c_void_p(0))
+        route_llama_logs()
         # The handler's loader honours use_gpu and frees the context when `llama` closes.
         self._handler = llama_chat_format.MTMDChatHandler(
             str(path), verbose=verbose, use_gpu=use_gpu

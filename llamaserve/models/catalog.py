@@ -6,6 +6,7 @@ manager's.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from dataclasses import dataclass, field
@@ -198,9 +199,26 @@ class ModelSpec:
         return ModelSpec(**{**self.__dict__, "id": alias, "aliases": aliases})
 
 
+_BARE_HUB_REF = re.compile(r"^[\w.-]+/[\w.-]+(:[\w.-]+)?(@[\w.-]+)?$")
+
+
+def hub_spelling(text: str) -> str:
+    """Other ways people write a Hub reference, as `hf:OWNER/REPO[:QUANT]`: Ollama's
+    `hf.co/OWNER/REPO:QUANT`, a Hub URL, or a bare `OWNER/REPO[:QUANT]` that is not a file
+    here."""
+    for prefix in ("https://huggingface.co/", "huggingface.co/", "https://hf.co/", "hf.co/"):
+        if text.startswith(prefix):
+            return "hf:" + text.removeprefix(prefix)
+    if (_BARE_HUB_REF.match(text) and not text.lower().endswith(".gguf")
+            and not Path(text).expanduser().exists()):
+        return "hf:" + text
+    return text
+
+
 def resolve(text: str, catalog: Catalog) -> ModelSpec:
     """Turn what a user typed (a .gguf path, an `hf:` reference or a catalog name/alias) into a
     ModelSpec."""
+    text = hub_spelling(text)
     if text.startswith("hf:"):
         return ModelSpec(id=text, kind="chat", source=parse_hub_ref(text))
     path = Path(text).expanduser()
@@ -210,9 +228,14 @@ def resolve(text: str, catalog: Catalog) -> ModelSpec:
         return ModelSpec(id=path.stem, kind="chat", source=path.resolve())
     found = catalog.lookup(text)
     if found is None:
-        known = ", ".join(sorted(catalog.models))
+        names = sorted({*catalog.models, *(a for e in catalog.models.values()
+                                            for a in e.aliases)})
+        close = difflib.get_close_matches(text, names, n=1, cutoff=0.75)
+        hint = f" Did you mean {close[0]}?" if close else ""
         raise CatalogError(
-            f"unknown model '{text}': not a .gguf file and not in the catalog (known: {known})"
+            f"unknown model '{text}': not a .gguf file and not in the catalog.{hint} "
+            f"(known: {', '.join(sorted(catalog.models))}; any GGUF on the Hub: "
+            "hf:OWNER/REPO[:QUANT])"
         )
     name, entry = found
     return ModelSpec(

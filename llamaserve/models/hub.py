@@ -204,8 +204,9 @@ def pin(spec: ModelSpec, *, online: bool = True) -> ModelSpec:
         filenames = cached_repo_files(ref.repo)
         if not filenames:
             raise NotDownloadedError(
-                f"model '{spec.id}' is not downloaded and the Hub cannot be asked which files "
-                f"{ref.repo} has: run `llamaserve pull {spec.id}` while online"
+                f"model '{spec.id}' is not downloaded and the Hugging Face Hub cannot be "
+                f"reached to list {ref.repo}'s files: check the network (or HF_ENDPOINT, "
+                "HF_HUB_OFFLINE) and try again"
             )
     chosen = choose_file(ref, filenames)
     source = HubSource(hub=ref.repo, file=chosen, revision=ref.revision)
@@ -232,7 +233,7 @@ def _http_failure(model_id: str, repo: str, exc: Exception) -> str:
     if isinstance(exc, RevisionNotFoundError):
         return f"model '{model_id}': {repo} has no such revision; check the part after '@'"
     if isinstance(exc, EntryNotFoundError):
-        return f"model '{model_id}': {repo} has no such file; check the catalog entry"
+        return f"model '{model_id}': {repo} has no such file; check the file name or quant"
     return f"model '{model_id}': the Hub answered with an error for {repo}: {exc}"
 
 

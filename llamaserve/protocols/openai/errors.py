@@ -127,6 +127,11 @@ async def handle_http_exception(request: Request, exc: Exception) -> JSONRespons
     assert isinstance(exc, HTTPException)
     if exc.status_code == 404:
         message = f"Invalid URL ({request.method} {request.url.path}): no such route."
+        path = request.url.path.rstrip("/")
+        if any(route.path.rstrip("/") == "/v1" + path for route in request.app.routes
+               if hasattr(route, "path")):
+            message += (f" Did you mean /v1{path}? (An OpenAI client's base_url ends in /v1, "
+                        "e.g. http://localhost:8000/v1.)")
         return error_response(404, message, code="unknown_url")
     if exc.status_code == 405:
         message = f"Method {request.method} is not allowed for {request.url.path}."
