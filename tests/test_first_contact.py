@@ -146,3 +146,27 @@ def test_logs_are_quiet_and_every_line_is_json(json_log_server: LiveServer) -> N
     assert f"{base}/v1/" in messages  # the banner: API URL, playground and terminal chat
     assert f"playground: {base}/" in messages
     assert "llamaserve chat smollm2" in messages
+
+
+def test_serve_counts_the_catalog_models_that_are_here(tmp_path: Path) -> None:
+    import os
+    import signal
+
+    port = free_port()
+    log = tmp_path / "serve.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "llamaserve", "serve", "--port", str(port)], stdout=out,
+            stderr=subprocess.STDOUT, env={**os.environ, "HF_HOME": str(tmp_path / "hf"),
+                                           "HF_HUB_OFFLINE": "1"})
+        try:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and "serving" not in log.read_text():
+                time.sleep(0.2)
+        finally:
+            process.send_signal(signal.SIGINT)
+            process.wait(30)
+    text = log.read_text()
+    # smollm2 and gemma3-270m come from installed packages; the Hub models are not pulled
+    assert "serving 2 of the catalog's 9 models on demand" in text, text
+    assert "gemma3-270m, smollm2" in text or "smollm2, gemma3-270m" in text
