@@ -1,9 +1,11 @@
 """Schema → llguidance grammar without a model: which constructs compile, the 400 messages for
-those that cannot be enforced, and forced-tool-call schemas."""
+those that cannot be enforced, forced-tool-call schemas and the strict date/time formats."""
 
 from __future__ import annotations
 
+import datetime
 import json
+import re
 from typing import Any
 
 import jsonschema
@@ -11,7 +13,12 @@ import pytest
 from llguidance import LLMatcher
 
 from llamaserve.engine.constraint import JSON_OPTIONS
-from llamaserve.engine.grammar import explain_compile_error, tool_call_schema
+from llamaserve.engine.grammar import (
+    STRICT_FORMATS,
+    explain_compile_error,
+    strict_formats,
+    tool_call_schema,
+)
 from llamaserve.engine.types import EngineError, JsonSchema
 
 from .schema_families import FAMILIES
@@ -22,7 +29,7 @@ PARAM = "response_format.json_schema"
 def compile_error(spec: JsonSchema) -> EngineError | None:
     """What SchemaCompiler.compile would raise, minus the tokenizer."""
     grammar = LLMatcher.grammar_from_json_schema(
-        json.dumps(spec.schema), defaults=JSON_OPTIONS,
+        json.dumps(strict_formats(spec.schema)), defaults=JSON_OPTIONS,
         overrides={"lenient": False})
     failed, messages = LLMatcher.validate_grammar_with_warnings(grammar)
     return explain_compile_error(messages[0], spec) if failed else None
@@ -99,3 +106,41 @@ def test_single_tool_schema_keeps_references_working() -> None:
     jsonschema.validate({"name": "f", "arguments": {"x": 1}}, spec.schema)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({"name": "f", "arguments": {"x": "1"}}, spec.schema)
+
+
+def test_strict_date_format_matches_the_calendar() -> None:
+    date = re.compile(STRICT_FORMATS["date"])
+    day = datetime.date(1, 1, 1)
+    checked = 0
+    while day.year < 2500:
+        assert date.fullmatch(day.isoformat())
+        day += datetime.timedelta(days=1)
+        checked += 1
+    for impossible in ("2023-02-29", "1900-02-29", "2024-04-31", "0000-01-01", "2024-13-01"):
+        assert not date.fullmatch(impossible)
+    assert date.fullmatch("2000-02-29") and date.fullmatch("2024-02-29")
+
+
+@pytest.mark.parametrize(("text", "ok"), [
+    ("12:30:00Z", True), ("23:59:59.123456789+05:30", True), ("00:00:00z", True),
+    ("12:30:00", False), ("23:59:60Z", False), ("24:00:00Z", False),
+    ("12:30:00.1234567891Z", False),
+])
+def test_strict_time_format(text: str, ok: bool) -> None:
+    assert bool(re.fullmatch(STRICT_FORMATS["time"], text)) is ok
+    checker = jsonschema.Draft202012Validator.FORMAT_CHECKER
+    if ok:
+        assert checker.conforms(text, "time")
+
+
+def test_strict_formats_leave_other_keywords_and_own_patterns_alone() -> None:
+    schema = {"type": "object", "properties": {
+        "d": {"type": "string", "format": "date"},
+        "p": {"type": "string", "format": "date", "pattern": "^2024-"},
+        "e": {"type": "string", "format": "email"},
+        "c": {"const": {"format": "date"}}}}
+    rewritten = strict_formats(schema)["properties"]
+    assert rewritten["d"] == {"type": "string", "pattern": STRICT_FORMATS["date"]}
+    assert rewritten["p"] == schema["properties"]["p"]
+    assert rewritten["e"] == schema["properties"]["e"]
+    assert rewritten["c"] == schema["properties"]["c"]

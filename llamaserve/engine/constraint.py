@@ -21,7 +21,7 @@ import numpy as np
 from llguidance import LLMatcher, LLTokenizer
 from llguidance.llamacpp import lltokenizer_from_vocab
 
-from .grammar import explain_compile_error
+from .grammar import explain_compile_error, strict_formats
 from .types import EngineError, JsonSchema
 
 logger = logging.getLogger(__name__)
@@ -101,7 +101,8 @@ class SchemaCompiler:
             # A schema's own "x-guidance" options may change the whitespace, never leniency:
             # a keyword llguidance cannot enforce is an error, not silently ignored.
             grammar = LLMatcher.grammar_from_json_schema(
-                json.dumps(spec.schema), defaults=JSON_OPTIONS, overrides={"lenient": False})
+                json.dumps(strict_formats(spec.schema)), defaults=JSON_OPTIONS,
+                overrides={"lenient": False})
         except ValueError as exc:
             raise EngineError(f"invalid JSON schema: {exc}", param=spec.param) from exc
         matcher = LLMatcher(self.tokenizer(), grammar, log_level=0)

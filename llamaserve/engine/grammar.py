@@ -34,6 +34,19 @@ _SUBSCHEMAS = ("items", "additionalItems", "additionalProperties", "unevaluatedI
                "else", "anyOf", "oneOf", "allOf", "prefixItems")
 
 
+# Stricter forms of llguidance's "date", "time" and "date-time" (which take February 29 of any
+# year and a second 60 at any minute, both rejected by validators such as Python's
+# jsonschema): years 0001-9999 with real leap years, no leap seconds, at most nanoseconds.
+_YEAR = r"(?:[1-9][0-9]{3}|0[1-9][0-9]{2}|00[1-9][0-9]|000[1-9])"
+_LEAP_YEAR = r"(?:[0-9]{2}(?:0[48]|[2468][048]|[13579][26])|(?:0[48]|[2468][048]|[13579][26])00)"
+_DATE = (rf"(?:{_YEAR}-(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])|(?:0[469]|11)-"
+         rf"(?:0[1-9]|[12][0-9]|30)|02-(?:0[1-9]|1[0-9]|2[0-8]))|{_LEAP_YEAR}-02-29)")
+_TIME = (r"(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{1,9})?"
+         r"(?:[zZ]|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])")
+STRICT_FORMATS = {"date": f"^{_DATE}$", "time": f"^{_TIME}$",
+                  "date-time": f"^{_DATE}[tT]{_TIME}$"}
+
+
 def check_schema_size(spec: JsonSchema) -> None:
     text = json.dumps(spec.schema)
     if len(text) > MAX_SCHEMA_CHARS:
@@ -65,6 +78,28 @@ def tool_call_schema(functions: list[tuple[str, dict[str, Any]]], param: str) ->
         parts.append((f"{base}/properties/arguments", where))
     schema = options[0] if len(options) == 1 else {"anyOf": options}
     return JsonSchema(schema, param, tuple(parts))
+
+
+def strict_formats(schema: Any) -> Any:
+    """`schema` with "format": date, time and date-time given as their STRICT_FORMATS pattern
+    (where the subschema has no "pattern" of its own)."""
+    if isinstance(schema, list):
+        return [strict_formats(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    rewritten: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key in _SCHEMA_MAPS and isinstance(value, dict):
+            rewritten[key] = {name: strict_formats(sub) for name, sub in value.items()}
+        elif key in _SUBSCHEMAS:
+            rewritten[key] = strict_formats(value)
+        else:
+            rewritten[key] = value
+    format_name = schema.get("format")
+    if isinstance(format_name, str) and format_name in STRICT_FORMATS and "pattern" not in schema:
+        del rewritten["format"]
+        rewritten["pattern"] = STRICT_FORMATS[format_name]
+    return rewritten
 
 
 def _rebase_refs(schema: Any, base: str) -> Any:
