@@ -419,6 +419,7 @@ class BatchEngine:
             try:
                 constraint.mask(row)  # the sampler chain reads this row: it sees the mask
             except EngineError as exc:
+                logger.warning("JSON schema constraint failed: %s", exc)
                 self._end(job, error=exc)
                 return
         token = job.sampler.sample(context.context, index)
@@ -429,6 +430,7 @@ class BatchEngine:
             try:
                 constraint.accept(token)
             except EngineError as exc:
+                logger.warning("JSON schema constraint failed: %s", exc)
                 self._end(job, error=exc)
                 return
         job.generated += 1
