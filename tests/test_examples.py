@@ -5,6 +5,7 @@ The server is SmolLM2 with the tiny test projector, so the image calls run too.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -88,13 +89,26 @@ def test_langchain_example(example_server: LiveServer) -> None:
     assert "ok: OpenAIEmbeddings" in out
 
 
-def test_node_openai_example(example_server: LiveServer) -> None:
+def node_packages() -> None:
+    """Install the JS examples' packages as the committed package.json + package-lock.json
+    pin them (once), or skip without Node.js."""
     npm = shutil.which("npm")
     if npm is None or shutil.which("node") is None:
         pytest.skip("Node.js is not installed")
-    if not (EXAMPLES / "node_modules" / "openai").is_dir():
-        # the committed package.json + package-lock.json pin the openai package
+    wanted = json.loads((EXAMPLES / "package.json").read_text())["dependencies"]
+    if not all((EXAMPLES / "node_modules" / name).is_dir() for name in wanted):
         subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=EXAMPLES, check=True,
                        capture_output=True, timeout=300)
+
+
+def test_node_openai_example(example_server: LiveServer) -> None:
+    node_packages()
     out = run_example(["node", "node_openai.mjs"], example_server)
     assert "ok: image message answered" in out
+
+
+def test_vercel_ai_sdk_structured_outputs_example(example_server: LiveServer) -> None:
+    node_packages()
+    out = run_example(["node", "node_ai_sdk.mjs"], example_server)
+    assert out.count("ok: generateObject") == 3
+    assert "ok: streamObject" in out and "ok: forced tool call: getWeather" in out

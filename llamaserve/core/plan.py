@@ -11,8 +11,8 @@ from typing import Any, Literal
 import httpx
 
 from ..engine import EngineError
-from ..engine.grammar import JSON_OBJECT_GRAMMAR, json_schema_grammar, tool_call_schema
-from ..engine.types import ImageInput
+from ..engine.grammar import JSON_OBJECT_SCHEMA, check_schema_size, tool_call_schema
+from ..engine.types import ImageInput, JsonSchema
 from ..engine.vision import MEDIA_MARKER
 from ..errors import RequestError
 from ..media import FetchLimits, ImageError, load_image
@@ -31,7 +31,8 @@ class ChatPlan:
 
     tools: list[Tool] = field(default_factory=list)  # those the model may call
     mode: ToolMode = "none"
-    grammar: str | None = None
+    grammar: str | None = None  # the request's own GBNF
+    json_schema: JsonSchema | None = None  # JSON mode, a JSON schema or a forced tool call
 
     @property
     def tool_names(self) -> set[str]:
@@ -67,23 +68,26 @@ def plan_chat(request: ChatRequest) -> ChatPlan:
         raise RequestError(400, "Use only one of a forced tool call, a JSON 'response_format' "
                            "and 'grammar': each constrains the whole reply.",
                            param="response_format", code="invalid_value")
-    try:
-        if plan.mode == "forced":
-            functions = [tool.definition()["function"] for tool in forced]
-            plan.grammar = json_schema_grammar(tool_call_schema(functions), param=param)
-        elif response_format is not None and response_format.type == "json_object":
-            plan.grammar = JSON_OBJECT_GRAMMAR
-        elif response_format is not None and response_format.type == "json_schema":
-            if response_format.schema is None:
-                raise RequestError(400, f"'{response_format.param}.schema' is required for "
-                                   "type 'json_schema'.", param=response_format.param,
-                                   code="invalid_value")
-            plan.grammar = json_schema_grammar(response_format.schema,
-                                               param=response_format.param)
-        elif request.grammar is not None:
-            plan.grammar = request.grammar
-    except EngineError as exc:
-        raise RequestError(400, str(exc), param=exc.param, code="invalid_value") from exc
+    # The schema is compiled where the prompt is prepared (engine/constraint.py): a schema
+    # that cannot be enforced is a 400 from there, before anything is generated.
+    if plan.mode == "forced":
+        plan.json_schema = tool_call_schema(
+            [(tool.param, tool.definition()["function"]) for tool in forced], param)
+    elif response_format is not None and response_format.type == "json_object":
+        plan.json_schema = JsonSchema(JSON_OBJECT_SCHEMA, response_format.param)
+    elif response_format is not None and response_format.type == "json_schema":
+        if response_format.schema is None:
+            raise RequestError(400, f"'{response_format.param}.schema' is required for "
+                               "type 'json_schema'.", param=response_format.param,
+                               code="invalid_value")
+        plan.json_schema = JsonSchema(response_format.schema, response_format.param)
+    elif request.grammar is not None:
+        plan.grammar = request.grammar
+    if plan.json_schema is not None:
+        try:
+            check_schema_size(plan.json_schema)
+        except EngineError as exc:
+            raise RequestError(400, str(exc), param=exc.param, code="invalid_value") from exc
     return plan
 
 

@@ -235,6 +235,7 @@ async def start_chat(
                 stop=request.stop,
                 sampling=sampling_params(request.sampling, model, choice=index),
                 grammar=plan.grammar,
+                json_schema=plan.json_schema,
                 logprobs=request.logprobs,
                 images=images,
                 cache_prompt=request.cache_prompt,

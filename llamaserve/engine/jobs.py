@@ -17,6 +17,7 @@ from typing import Any
 
 from llama_cpp._internals import LlamaSampler
 
+from .constraint import TokenConstraint
 from .sampling import LogprobReader
 from .stops import StopMatcher
 from .types import Event, GenerationRequest, TokenLogprob
@@ -44,6 +45,7 @@ class Job:
     reader: LogprobReader
     stops: StopMatcher
     media: MediaPrompt | None = None
+    constraint: TokenConstraint | None = None  # a JSON schema the output must match
     state: JobState = JobState.WAITING
     loop: asyncio.AbstractEventLoop | None = None
     queue: asyncio.Queue[Event | BaseException] | None = None

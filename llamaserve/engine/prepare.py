@@ -10,6 +10,7 @@ from pathlib import Path
 import llama_cpp
 from llama_cpp import Llama
 
+from .constraint import SchemaCompiler
 from .jobs import Job
 from .options import LoadOptions
 from .prompt import ChatPrompter
@@ -51,6 +52,7 @@ class Preparer:
         self.vision = vision
         self.n_ctx = n_ctx
         self.vision_lock = vision_lock
+        self.schemas = SchemaCompiler(llama._model.vocab, llama.n_vocab())
 
     def job(self, request: GenerationRequest) -> Job:
         tokens, template_stops, media = self._prompt_tokens(request)
@@ -61,6 +63,7 @@ class Preparer:
             if request.max_tokens is not None:
                 limit = min(limit, request.max_tokens)
             text_tokens = tokens if media is None else [t for t in tokens if t >= 0]
+            constraint = self.schemas.compile(request.json_schema)
             sampler = build_sampler(self.llama, request.sampling, request.grammar, text_tokens)
         except BaseException:
             if media is not None:
@@ -68,7 +71,7 @@ class Preparer:
             raise
         reader = LogprobReader(self.llama, request.logprobs or 0)
         stops = StopMatcher([*request.stop, *template_stops])
-        return Job(request, tokens, n_prompt, limit, sampler, reader, stops, media)
+        return Job(request, tokens, n_prompt, limit, sampler, reader, stops, media, constraint)
 
     def _prompt_tokens(
         self, request: GenerationRequest

@@ -39,6 +39,7 @@ from .prepare import Preparer, make_prompter
 from .slots import SlotView, choose_slot
 from .types import (
     EngineBusyError,
+    EngineError,
     EngineInternalError,
     Event,
     Finished,
@@ -410,20 +411,39 @@ class BatchEngine:
         if job.generated >= job.limit:
             self._end(job, reason="length")
             return
+        constraint, unmasked = job.constraint, None
+        if constraint is not None:
+            row = context.logits(index)
+            if request.logprobs is not None:
+                unmasked = row.copy()  # logprobs show the model's own distribution
+            try:
+                constraint.mask(row)  # the sampler chain reads this row: it sees the mask
+            except EngineError as exc:
+                logger.warning("JSON schema constraint failed: %s", exc)
+                self._end(job, error=exc)
+                return
         token = job.sampler.sample(context.context, index)
         if context.is_end(token):
             self._end(job, reason="stop")
             return
+        if constraint is not None:
+            try:
+                constraint.accept(token)
+            except EngineError as exc:
+                logger.warning("JSON schema constraint failed: %s", exc)
+                self._end(job, error=exc)
+                return
         job.generated += 1
         logprobs = None
         if request.logprobs is not None:
-            entry = job.reader.read(context.logits(index), token)
+            row = unmasked if unmasked is not None else context.logits(index)
+            entry = job.reader.read(row, token)
             job.logprob_sum += entry.logprob or 0.0
             logprobs = [entry]
         text = job.stops.feed(job.decoder.decode(self.llama.detokenize([token])))
         if text or logprobs:
             self._emit(job, TextDelta(text, logprobs))
-        if job.stops.stopped:
+        if job.stops.stopped or (constraint is not None and constraint.complete):
             self._end(job, reason="stop")
         elif job.generated >= job.limit:
             self._end(job, reason="length")

@@ -68,6 +68,18 @@ class ImageInput:
     rgb: bytes
 
 
+@dataclass(frozen=True)
+class JsonSchema:
+    """Output that must be JSON valid against `schema`, enforced token by token
+    (engine/constraint.py). `param` is the request field it came from, named in errors;
+    `parts` maps JSON pointers inside `schema` to the fields they came from (a forced tool
+    call's schema holds each tool's parameters), so an error names the tool at fault."""
+
+    schema: dict[str, Any]
+    param: str
+    parts: tuple[tuple[str, str], ...] = ()
+
+
 @dataclass
 class GenerationRequest:
     """One generation: either chat `messages` (rendered with the model's template) or a raw
@@ -81,6 +93,7 @@ class GenerationRequest:
     stop: list[str] = field(default_factory=list)
     sampling: SamplingParams = field(default_factory=SamplingParams)
     grammar: str | None = None  # GBNF the output must match
+    json_schema: JsonSchema | None = None  # JSON the output must be (not with `grammar`)
     logprobs: int | None = None  # None: off; k: the chosen token's logprob and the top k
     echo: bool = False  # emit the prompt first (with its logprobs when asked)
     deadline: float | None = None  # time.monotonic() after which generation ends ("length")
