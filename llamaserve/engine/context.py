@@ -20,6 +20,17 @@ from llama_cpp._internals import LlamaContext
 from .logs import route_llama_logs
 from .options import CPU_UBATCH, N_BATCH, LoadOptions
 
+# llama_decode's non-zero results (llama.h); any other negative value is a fatal error.
+DECODE_FAILURES = {
+    1: "no free KV cells for the batch",
+    2: "aborted",
+    -1: "invalid input batch",
+}
+
+
+def decode_failure(result: int) -> str:
+    return DECODE_FAILURES.get(result, "fatal error")
+
 
 def load_llama(path: Path, options: LoadOptions) -> Llama:
     """The weights, with a context of `parallel` sequences of `n_ctx` cells each (blocking)."""

@@ -87,3 +87,41 @@ class Slot:
     tokens: list[int] = field(default_factory=list)  # what its KV cells hold, by position
     cells: int = 0  # KV cells it holds (more than len(tokens) after an M-RoPE image)
     job: Job | None = None
+
+
+class Outbox:
+    """Events of the scheduler's step, handed to their event loops together: one wake-up
+    per loop per step (scheduler thread only)."""
+
+    def __init__(self) -> None:
+        self._items: list[tuple[Job, Event | BaseException]] = []
+
+    def emit(self, job: Job, item: Event | BaseException) -> None:
+        self._items.append((job, item))
+
+    def flush(self) -> None:
+        if not self._items:
+            return
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Job, Any]]] = {}
+        for job, item in self._items:
+            if job.loop is not None and not job.cancelled:
+                by_loop.setdefault(job.loop, []).append((job, item))
+        self._items = []
+        for loop, items in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_deliver, items)
+            except RuntimeError:  # the loop closed under us (shutdown): nobody is listening
+                for job, _ in items:
+                    job.cancelled = True
+
+
+def _deliver(items: list[tuple[Job, Any]]) -> None:
+    for job, item in items:
+        assert job.queue is not None
+        job.queue.put_nowait(item)
+
+
+def close_prepared(future: asyncio.Future[Job]) -> None:
+    """A job prepared for a client that has left: release it."""
+    if not future.cancelled() and future.exception() is None:
+        future.result().close()

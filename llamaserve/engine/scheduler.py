@@ -22,18 +22,14 @@ ends in one place, `_end`, whether it finished, failed or was cancelled.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 import time
-from collections import deque
-from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
-from .context import ModelContext, load_llama
-from .jobs import Job, JobState, Slot
+from .admission import Admission
+from .context import ModelContext, decode_failure, load_llama
+from .jobs import Job, JobState
 from .options import N_BATCH, LoadOptions
 from .prepare import Preparer, make_prompter
 from .slots import SlotView, choose_slot
@@ -41,9 +37,7 @@ from .types import (
     EngineBusyError,
     EngineError,
     EngineInternalError,
-    Event,
     Finished,
-    GenerationRequest,
     TextDelta,
     TokenLogprob,
 )
@@ -52,15 +46,10 @@ from .vision import MediaChunk, VisionProjector
 logger = logging.getLogger(__name__)
 
 PROMPT_CHUNK = 128  # prompt tokens per step while other sequences are generating
-# llama_decode's non-zero results (llama.h); any other negative value is a fatal error.
-DECODE_FAILURES = {
-    1: "no free KV cells for the batch",
-    2: "aborted",
-    -1: "invalid input batch",
-}
 
 
-class BatchEngine:
+
+class BatchEngine(Admission):
     """Runs one loaded model; `generate` yields the events of one request, many at a time."""
 
     def __init__(
@@ -71,18 +60,9 @@ class BatchEngine:
         self.prompter = preparer.prompter
         self.path = path
         self.vision = vision  # None: the model does not accept images
-        self.parallel = options.parallel
-        self.queue_size = options.queue_size
-        self.queue_timeout = options.queue_timeout
+        super().__init__(preparer, options)
         self._context = context
-        self._preparer = preparer
-        self._slots = [Slot(seq) for seq in range(self.parallel)]
-        self._queue: deque[Job] = deque()
-        self._cond = threading.Condition()
-        self._closing = False
-        self._outbox: list[tuple[Job, Event | BaseException]] = []
         self._vision_lock = preparer.vision_lock
-        self._prep = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prompt")
         self._thread = threading.Thread(target=self._run, name=f"llama-{path.stem}", daemon=True)
         self._thread.start()
 
@@ -115,13 +95,6 @@ class BatchEngine:
     def memory_bytes(self) -> int:
         return self._context.memory_bytes
 
-    def sequences(self) -> dict[str, int]:
-        """How many sequences there are, how many run a request, how many requests wait."""
-        with self._cond:
-            running = sum(s.job is not None for s in self._slots)
-            return {"parallel": self.parallel, "running": running,
-                    "waiting": max(0, len(self._queue) - (self.parallel - running))}
-
     def close(self) -> None:
         with self._cond:
             self._closing = True
@@ -129,62 +102,6 @@ class BatchEngine:
         self._thread.join()
         self._prep.shutdown(wait=True, cancel_futures=True)
         self._context.close()
-
-    # -- the event-loop side -----------------------------------------------------------------
-
-    async def generate(self, request: GenerationRequest) -> AsyncIterator[Event]:
-        """Events for one request: TextDelta*, then one Finished. Errors found before the first
-        token (prompt too long, template rejected, queue full) are raised from the first
-        `anext`."""
-        loop = asyncio.get_running_loop()
-        self._check_room()
-        future = loop.run_in_executor(self._prep, self._preparer.job, request)
-        try:
-            job = await asyncio.shield(future)
-        except asyncio.CancelledError:
-            future.add_done_callback(_close_prepared)
-            raise
-        job.loop, job.queue = loop, asyncio.Queue()
-        try:
-            self._submit(job)
-        except BaseException:
-            job.close()
-            raise
-        try:
-            while True:
-                item = await job.queue.get()
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-                if isinstance(item, Finished):
-                    return
-        finally:
-            job.cancelled = True  # the scheduler frees the slot (or drops it from the queue)
-
-    def _check_room(self) -> None:
-        with self._cond:
-            if any(job.cancelled for job in self._queue):  # their clients left while waiting
-                for job in self._queue:
-                    if job.cancelled:
-                        self._end(job)
-                self._queue = deque(job for job in self._queue if not job.cancelled)
-            if self._closing:
-                raise EngineBusyError("the model is being unloaded; retry the request")
-            free = sum(s.job is None for s in self._slots)
-            if len(self._queue) - free >= self.queue_size:
-                raise EngineBusyError(
-                    f"the server is busy: all {self.parallel} sequences are generating and "
-                    f"{len(self._queue)} requests are waiting (--queue-size {self.queue_size}); "
-                    "retry shortly",
-                    code="server_busy",
-                )
-
-    def _submit(self, job: Job) -> None:
-        self._check_room()
-        with self._cond:
-            job.enqueued = time.monotonic()
-            self._queue.append(job)
-            self._cond.notify()
 
     # -- the scheduler thread ----------------------------------------------------------------
 
@@ -206,45 +123,13 @@ class BatchEngine:
                         self._end(slot.job, error=EngineInternalError(
                             f"The model failed while generating ({exc}); see the server log."),
                             drop_cells=True)
-            self._flush()
+            self._outbox.flush()
         with self._cond:
             jobs = [*self._queue, *(s.job for s in self._slots if s.job is not None)]
             self._queue.clear()
         for job in jobs:
             self._end(job, error=EngineBusyError("the model was unloaded; retry the request"))
-        self._flush()
-
-    def _active(self) -> bool:
-        return any(s.job is not None for s in self._slots)
-
-    def _admit(self, now: float) -> None:
-        """Give free slots to queued requests, oldest first; time out those waiting too long.
-        Called with the lock held."""
-        while self._queue and (self._queue[0].cancelled
-                               or now - self._queue[0].enqueued > self.queue_timeout):
-            job = self._queue.popleft()
-            error = None
-            if not job.cancelled:
-                waited = now - job.enqueued
-                error = EngineBusyError(
-                    f"the request waited {waited:.0f} s for a free sequence (all "
-                    f"{self.parallel} are generating; --queue-timeout {self.queue_timeout:g} s); "
-                    "retry later", code="queue_timeout")
-            self._end(job, error=error)
-        while self._queue:
-            if all(s.job is not None for s in self._slots):
-                return
-            job = self._queue.popleft()
-            if job.cancelled:
-                self._end(job)
-                continue
-            try:
-                self._place(job)
-            except Exception as exc:  # noqa: BLE001 - this request fails, the others go on
-                logger.exception("seating a request failed")
-                self._end(job, error=EngineInternalError(
-                    f"The request could not be started ({exc}); see the server log."),
-                    drop_cells=True)
+        self._outbox.flush()
 
     def _place(self, job: Job) -> None:
         """Seat a request in the slot `choose_slot` picks, reusing its cached prefix."""
@@ -373,7 +258,7 @@ class BatchEngine:
     def _decode_failed(self, result: int, n_tokens: int, failed: set[Job]) -> None:
         """llama_decode refused a batch: the server's fault, not the requests', so they fail
         with a 500 (a 4xx would tell the client its request was wrong)."""
-        cause = DECODE_FAILURES.get(result, "fatal error")
+        cause = decode_failure(result)
         held = ", ".join(f"{slot.seq} ({slot.cells} of {self.n_ctx} cells)"
                          for slot in self._slots if slot.job in failed)
         logger.error("llama_decode returned %d (%s) on a batch of %d tokens; failing %d "
@@ -407,7 +292,7 @@ class BatchEngine:
             if request.logprobs is not None:
                 first_text, first_bytes = job.reader.piece(job.tokens[0])
                 logprobs = [TokenLogprob(first_text, first_bytes, None), *job.echo_logprobs]
-            self._emit(job, TextDelta(text, logprobs, echo=True))
+            self._outbox.emit(job, TextDelta(text, logprobs, echo=True))
         if job.generated >= job.limit:
             self._end(job, reason="length")
             return
@@ -442,7 +327,7 @@ class BatchEngine:
             logprobs = [entry]
         text = job.stops.feed(job.decoder.decode(self.llama.detokenize([token])))
         if text or logprobs:
-            self._emit(job, TextDelta(text, logprobs))
+            self._outbox.emit(job, TextDelta(text, logprobs))
         if job.stops.stopped or (constraint is not None and constraint.complete):
             self._end(job, reason="stop")
         elif job.generated >= job.limit:
@@ -466,13 +351,13 @@ class BatchEngine:
         if reason is not None:
             tail = job.stops.feed(job.decoder.decode(b"", final=True)) + job.stops.flush()
             if tail:
-                self._emit(job, TextDelta(tail))
+                self._outbox.emit(job, TextDelta(tail))
             logger.debug("%d prompt (%d cached) + %d completion tokens", job.n_prompt,
                          job.cached, job.generated)
-            self._emit(job, Finished(reason, job.n_prompt, job.generated,  # type: ignore[arg-type]
+            self._outbox.emit(job, Finished(reason, job.n_prompt, job.generated,  # type: ignore[arg-type]
                                      job.logprob_sum, job.cached))
         elif error is not None:
-            self._emit(job, error)
+            self._outbox.emit(job, error)
         slot = job.slot
         if slot is not None:
             if drop_cells:
@@ -482,33 +367,3 @@ class BatchEngine:
                 slot.job = None
             job.slot = None
         job.close()
-
-    def _emit(self, job: Job, item: Event | BaseException) -> None:
-        self._outbox.append((job, item))
-
-    def _flush(self) -> None:
-        """Hand this step's events to their event loops, one wake-up per loop."""
-        if not self._outbox:
-            return
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Job, Any]]] = {}
-        for job, item in self._outbox:
-            if job.loop is not None and not job.cancelled:
-                by_loop.setdefault(job.loop, []).append((job, item))
-        self._outbox = []
-        for loop, items in by_loop.items():
-            try:
-                loop.call_soon_threadsafe(_deliver, items)
-            except RuntimeError:  # the loop closed under us (shutdown): nobody is listening
-                for job, _ in items:
-                    job.cancelled = True
-
-
-def _deliver(items: list[tuple[Job, Any]]) -> None:
-    for job, item in items:
-        assert job.queue is not None
-        job.queue.put_nowait(item)
-
-
-def _close_prepared(future: asyncio.Future[Job]) -> None:
-    if not future.cancelled() and future.exception() is None:
-        future.result().close()
