@@ -449,8 +449,10 @@ class BatchEngine:
                 self._emit(job, TextDelta(tail))
             logger.debug("%d prompt (%d cached) + %d completion tokens", job.n_prompt,
                          job.cached, job.generated)
+            matched = job.stops.matched
+            stop_sequence = matched if reason == "stop" and matched in job.request.stop else None
             self._emit(job, Finished(reason, job.n_prompt, job.generated,  # type: ignore[arg-type]
-                                     job.logprob_sum, job.cached))
+                                     job.logprob_sum, job.cached, stop_sequence))
         elif error is not None:
             self._emit(job, error)
         slot = job.slot

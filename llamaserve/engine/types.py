@@ -111,6 +111,7 @@ class Finished:
     completion_tokens: int
     logprob_sum: float = 0.0  # of the generated tokens, when logprobs were asked for
     cached_tokens: int = 0  # prompt tokens taken from the prefix cache
+    stop_sequence: str | None = None  # the request's stop string that ended it (not a template's)
 
 
 Event = TextDelta | Finished
