@@ -70,6 +70,16 @@ class Preparer:
         stops = StopMatcher([*request.stop, *template_stops])
         return Job(request, tokens, n_prompt, limit, sampler, reader, stops, media)
 
+    def count(self, request: GenerationRequest) -> int:
+        """The prompt tokens `job(request)` would count, without the fit check or a sampler."""
+        tokens, _, media = self._prompt_tokens(request)
+        if media is None:
+            return len(tokens)
+        try:
+            return media.n_tokens
+        finally:
+            media.close()
+
     def _prompt_tokens(
         self, request: GenerationRequest
     ) -> tuple[list[int], list[str], MediaPrompt | None]:
