@@ -56,7 +56,7 @@ class Preparer:
         tokens, template_stops, media = self._prompt_tokens(request)
         try:
             n_prompt = len(tokens) if media is None else media.n_tokens
-            self._check_fits(n_prompt, request.max_tokens)
+            self._check_fits(n_prompt, None if request.fit_context else request.max_tokens)
             limit = self.n_ctx - n_prompt  # the cells left, not the positions
             if request.max_tokens is not None:
                 limit = min(limit, request.max_tokens)

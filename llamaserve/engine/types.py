@@ -87,6 +87,9 @@ class GenerationRequest:
     # One per MEDIA_MARKER in the messages' text, in order (engine/vision.py).
     images: list[ImageInput] = field(default_factory=list)
     cache_prompt: bool = True  # False: evaluate the whole prompt, reuse no cached cells
+    # True: a max_tokens past the room the context leaves is not refused; generation ends when
+    # the context is full (for clients that ask for a fixed large max_tokens whatever the model)
+    fit_context: bool = False
 
 
 @dataclass
