@@ -17,6 +17,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .auth import APIKeyMiddleware
 from .models.manager import ModelManager
 from .observability import AccessLogMiddleware, Metrics
+from .protocols.anthropic import errors as anthropic_errors
+from .protocols.anthropic.messages import count_tokens, create_message
 from .protocols.ollama.ps import list_running
 from .protocols.openai.chat import create_chat_completion
 from .protocols.openai.completions import create_completion
@@ -74,7 +76,9 @@ class BodyLimitMiddleware:
 
     async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:
         message = f"The request body is larger than this server accepts ({self.max_bytes} bytes)."
-        response = JSONResponse(error_body(413, message, None, "request_too_large"), 413)
+        body = (anthropic_errors.error_body(413, message) if anthropic_errors.owns(scope["path"])
+                else error_body(413, message, None, "request_too_large"))
+        response = JSONResponse(body, 413)
         await response(scope, receive, send)
 
 
@@ -103,6 +107,8 @@ def _routes(settings: Settings) -> list[Route]:
         ("/v1/embeddings", create_embedding, ["POST"]),
         ("/v1/models", list_models, ["GET"]),
         ("/v1/models/{model:path}", retrieve_model, ["GET"]),
+        ("/v1/messages", create_message, ["POST"]),
+        ("/v1/messages/count_tokens", count_tokens, ["POST"]),
     ]:
         # The seed clients use base_url=".../v1/": answer both spellings without a redirect.
         routes.append(Route(path, endpoint, methods=methods))

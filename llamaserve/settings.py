@@ -133,7 +133,8 @@ class Settings(BaseSettings):
     # Security and operations
     api_keys: Annotated[list[str], Flag(decls=("--api-key",))] = Field(
         default_factory=list,
-        description="Require 'Authorization: Bearer KEY' (repeatable; or LLAMASERVE_API_KEY).")
+        description="Require 'Authorization: Bearer KEY' or 'x-api-key: KEY' (repeatable; or "
+                    "LLAMASERVE_API_KEY).")
     api_key_file: Annotated[FilePath | None, Flag()] = Field(
         default=None, description="A file of accepted API keys, one per line.")
     cors_origins: Annotated[list[str], Flag(decls=("--cors-origin",))] = Field(

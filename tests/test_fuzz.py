@@ -1,5 +1,6 @@
-"""Generated request bodies against the live server: every answer is a well-formed OpenAI error
-or a valid success, never a 500, and the server keeps serving.
+"""Generated request bodies against the live server: every answer is a well-formed error in the
+route's own protocol (OpenAI's, Anthropic's) or a valid success, never a 500, and the server
+keeps serving.
 
 CI runs a small number of examples per route; the full run is
 
@@ -76,6 +77,71 @@ embedding_bodies = st.fixed_dictionaries(
               "dimensions": st.one_of(st.integers(-2, 2000), anything), "user": anything},
 )
 
+# Anthropic's Messages API: its content blocks, tools and choices, each field sometimes junk
+image_source = st.one_of(
+    st.fixed_dictionaries({"type": st.just("base64"), "media_type": st.sampled_from(
+        ["image/png", "image/jpeg", "image/bmp"]), "data": st.sampled_from(
+        ["@@@", "iVBORw0KGgo=", ""])}),
+    st.fixed_dictionaries({"type": st.just("url"), "url": st.sampled_from(
+        ["http://[::1", "ftp://x", "not a url", "data:,x"])}),
+    anything)
+blocks = st.one_of(
+    text_part,
+    st.fixed_dictionaries({"type": st.just("image"), "source": image_source}),
+    st.fixed_dictionaries({"type": st.just("tool_use"), "id": st.text(max_size=8),
+                           "name": st.text(max_size=8), "input": anything}),
+    st.fixed_dictionaries({"type": st.just("tool_result"), "tool_use_id": anything},
+                          optional={"content": anything, "is_error": anything}),
+    st.fixed_dictionaries({"type": st.just("thinking"), "thinking": anything}),
+    anything)
+anthropic_message = st.fixed_dictionaries(
+    {"role": st.one_of(st.sampled_from(["user", "assistant", "system"]), anything),
+     "content": st.one_of(st.text(max_size=60), st.lists(blocks, max_size=3), anything)})
+anthropic_tool = st.one_of(st.fixed_dictionaries(
+    {"name": st.one_of(st.just("f"), anything), "input_schema": st.one_of(
+        st.just({"type": "object", "properties": {"a": {"type": "integer"}}}), anything)},
+    optional={"description": anything, "type": anything}), anything)
+anthropic_fields = {
+    "system": st.one_of(st.text(max_size=30), st.lists(text_part, max_size=2), anything),
+    "tools": st.one_of(st.lists(anthropic_tool, max_size=2), anything),
+    "tool_choice": st.one_of(st.fixed_dictionaries(
+        {"type": st.sampled_from(["auto", "any", "tool", "none"])},
+        optional={"name": anything, "disable_parallel_tool_use": anything}), anything),
+    "thinking": anything, "output_config": anything,
+}
+messages_bodies = st.fixed_dictionaries(
+    {"model": st.one_of(st.just("smollm2"), anything),
+     "messages": st.one_of(st.lists(anthropic_message, min_size=1, max_size=3), anything)},
+    optional={"max_tokens": small_tokens, "stop_sequences": anything, "stream": st.booleans(),
+              "temperature": st.one_of(st.floats(-1, 3), anything), "top_p": anything,
+              "top_k": anything, "metadata": anything, **anthropic_fields},
+)
+count_bodies = st.fixed_dictionaries(
+    {"model": st.one_of(st.just("smollm2"), anything),
+     "messages": st.one_of(st.lists(anthropic_message, min_size=1, max_size=3), anything)},
+    optional=anthropic_fields,
+)
+ANTHROPIC_ERRORS = {"invalid_request_error", "authentication_error", "permission_error",
+                    "not_found_error", "request_too_large", "rate_limit_error", "api_error",
+                    "overloaded_error"}
+
+
+def check_anthropic(response: httpx.Response, payload: bytes) -> None:
+    """Each route answers in its own protocol's shape: these are Anthropic's."""
+    if response.status_code >= 400:
+        body = json.loads(payload)
+        assert body["type"] == "error" and body["error"]["type"] in ANTHROPIC_ERRORS, body
+        assert isinstance(body["error"]["message"], str) and body["error"]["message"]
+    elif response.headers["content-type"].startswith("text/event-stream"):
+        frames = [frame for frame in payload.decode().split("\n\n") if frame]
+        for frame in frames:
+            name, data = frame.split("\n")
+            assert json.loads(data.removeprefix("data: "))["type"] == name.removeprefix("event: ")
+        assert frames[-1].startswith(("event: message_stop", "event: error")), frames[-1]
+    else:
+        answer = json.loads(payload)
+        assert answer.get("type") == "message" or "input_tokens" in answer, answer
+
 
 def check(http: httpx.Client, path: str, body: object) -> None:
     raw = json.dumps(body).encode()
@@ -83,7 +149,9 @@ def check(http: httpx.Client, path: str, body: object) -> None:
                      headers={"Content-Type": "application/json"}) as response:
         payload = response.read()
     assert response.status_code < 500, payload[:500]
-    if response.status_code >= 400:
+    if path.startswith("/v1/messages"):
+        check_anthropic(response, payload)
+    elif response.status_code >= 400:
         error = json.loads(payload)["error"]
         assert set(error) == {"message", "type", "param", "code"}
         assert isinstance(error["message"], str) and error["message"]
@@ -117,19 +185,39 @@ def test_fuzz_embeddings(http: httpx.Client, body: dict) -> None:
 
 
 @FUZZ
+@given(body=messages_bodies)
+def test_fuzz_messages(http: httpx.Client, body: dict) -> None:
+    check(http, "/v1/messages", body)
+
+
+@FUZZ
+@given(body=count_bodies)
+def test_fuzz_count_tokens(http: httpx.Client, body: dict) -> None:
+    check(http, "/v1/messages/count_tokens", body)
+
+
+ROUTES = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/messages",
+          "/v1/messages/count_tokens")
+
+
+@FUZZ
 @given(body=anything)
 def test_fuzz_any_json_on_every_route(http: httpx.Client, body: object) -> None:
-    for path in ("/v1/chat/completions", "/v1/completions", "/v1/embeddings"):
+    for path in ROUTES:
         check(http, path, body)
 
 
 @pytest.mark.parametrize("raw", [b"", b"{", b"\xff\xfe", b"null", b"[]" * 1000, b'"x"',
                                  b"{" * 5000 + b"}" * 5000, b"[" * 100000 + b"]" * 100000])
 def test_malformed_bodies(http: httpx.Client, raw: bytes) -> None:
-    for path in ("/v1/chat/completions", "/v1/completions", "/v1/embeddings"):
+    for path in ROUTES:
         response = http.post(path, content=raw, headers={"Content-Type": "application/json"})
         assert 400 <= response.status_code < 500
-        assert set(response.json()["error"]) == {"message", "type", "param", "code"}
+        error = response.json()["error"]
+        if path.startswith("/v1/messages"):
+            assert set(error) == {"type", "message"} and error["type"] == "invalid_request_error"
+        else:
+            assert set(error) == {"message", "type", "param", "code"}
 
 
 def test_server_still_answers_after_fuzzing(http: httpx.Client) -> None:

@@ -49,3 +49,19 @@ def test_nothing_after_stop() -> None:
     matcher = StopMatcher(["."])
     assert matcher.feed("Hi. There") == "Hi"
     assert matcher.feed("more") == ""
+
+
+def test_matcher_names_the_stop_that_matched() -> None:
+    matcher = StopMatcher(["world", "lo", "xyz"])
+    assert matcher.matched is None
+    matcher.feed("hel")
+    assert matcher.matched is None
+    matcher.feed("lo world")
+    assert matcher.matched == "lo"  # the earliest in the text, not the first in the list
+
+
+def test_no_match_leaves_matched_empty() -> None:
+    matcher = StopMatcher(["END"])
+    matcher.feed("abcEN")
+    matcher.flush()
+    assert matcher.matched is None

@@ -105,6 +105,7 @@ class GenerationOptions:
     grammar: str | None = None  # GBNF (a llama.cpp extension)
     cache_prompt: bool = True
     keep_alive: float | None = None  # seconds (Ollama); None: the model's
+    fit_context: bool = False  # max_tokens past the context's room: stop when it is full
 
 
 @dataclass

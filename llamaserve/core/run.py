@@ -239,6 +239,7 @@ async def start_chat(
                 logprobs=request.logprobs,
                 images=images,
                 cache_prompt=request.cache_prompt,
+                fit_context=request.fit_context,
             )
 
         events = await open_generation(runtime, request, build)

@@ -81,6 +81,12 @@ class Admission:
         finally:
             job.cancelled = True  # the scheduler frees the slot (or drops it from the queue)
 
+    async def count_tokens(self, request: GenerationRequest) -> int:
+        """The prompt tokens `request` would take (image tokens included), as its Finished
+        event would count them, without running it: prepared on the prompt thread."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._prep, self._preparer.count, request)
+
     def _check_room(self) -> None:
         with self._cond:
             if any(job.cancelled for job in self._queue):  # their clients left while waiting

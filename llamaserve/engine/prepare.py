@@ -58,7 +58,7 @@ class Preparer:
         tokens, template_stops, media = self._prompt_tokens(request)
         try:
             n_prompt = len(tokens) if media is None else media.n_tokens
-            self._check_fits(n_prompt, request.max_tokens)
+            self._check_fits(n_prompt, None if request.fit_context else request.max_tokens)
             limit = self.n_ctx - n_prompt  # the cells left, not the positions
             if request.max_tokens is not None:
                 limit = min(limit, request.max_tokens)
@@ -72,6 +72,16 @@ class Preparer:
         reader = LogprobReader(self.llama, request.logprobs or 0)
         stops = StopMatcher([*request.stop, *template_stops])
         return Job(request, tokens, n_prompt, limit, sampler, reader, stops, media, constraint)
+
+    def count(self, request: GenerationRequest) -> int:
+        """The prompt tokens `job(request)` would count, without the fit check or a sampler."""
+        tokens, _, media = self._prompt_tokens(request)
+        if media is None:
+            return len(tokens)
+        try:
+            return media.n_tokens
+        finally:
+            media.close()
 
     def _prompt_tokens(
         self, request: GenerationRequest

@@ -354,8 +354,11 @@ class BatchEngine(Admission):
                 self._outbox.emit(job, TextDelta(tail))
             logger.debug("%d prompt (%d cached) + %d completion tokens", job.n_prompt,
                          job.cached, job.generated)
-            self._outbox.emit(job, Finished(reason, job.n_prompt, job.generated,  # type: ignore[arg-type]
-                                     job.logprob_sum, job.cached))
+            matched = job.stops.matched
+            stop_sequence = matched if reason == "stop" and matched in job.request.stop else None
+            self._outbox.emit(job, Finished(
+                reason, job.n_prompt, job.generated,  # type: ignore[arg-type]
+                job.logprob_sum, job.cached, stop_sequence))
         elif error is not None:
             self._outbox.emit(job, error)
         slot = job.slot

@@ -14,6 +14,7 @@ class StopMatcher:
         self.stops = [s for s in stops if s]
         self._held = ""
         self.stopped = False
+        self.matched: str | None = None  # the stop string that completed, once stopped
 
     def feed(self, piece: str) -> str:
         """Text to emit now. Sets `stopped` when a stop string completed (it is not emitted)."""
@@ -22,8 +23,9 @@ class StopMatcher:
         text = self._held + piece
         if not self.stops:
             return text
-        cut = min((i for i in (text.find(s) for s in self.stops) if i >= 0), default=-1)
-        if cut >= 0:
+        found = [(i, stop) for stop in self.stops if (i := text.find(stop)) >= 0]
+        if found:
+            cut, self.matched = min(found, key=lambda hit: hit[0])
             self.stopped = True
             self._held = ""
             return text[:cut]

@@ -100,6 +100,9 @@ class GenerationRequest:
     # One per MEDIA_MARKER in the messages' text, in order (engine/vision.py).
     images: list[ImageInput] = field(default_factory=list)
     cache_prompt: bool = True  # False: evaluate the whole prompt, reuse no cached cells
+    # True: a max_tokens past the room the context leaves is not refused; generation ends when
+    # the context is full (for clients that ask for a fixed large max_tokens whatever the model)
+    fit_context: bool = False
 
 
 @dataclass
@@ -124,6 +127,7 @@ class Finished:
     completion_tokens: int
     logprob_sum: float = 0.0  # of the generated tokens, when logprobs were asked for
     cached_tokens: int = 0  # prompt tokens taken from the prefix cache
+    stop_sequence: str | None = None  # the request's stop string that ended it (not a template's)
 
 
 Event = TextDelta | Finished
