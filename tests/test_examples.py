@@ -98,3 +98,18 @@ def test_node_openai_example(example_server: LiveServer) -> None:
                        capture_output=True, timeout=300)
     out = run_example(["node", "node_openai.mjs"], example_server)
     assert "ok: image message answered" in out
+
+
+def test_node_ollama_example(example_server: LiveServer) -> None:
+    npm = shutil.which("npm")
+    if npm is None or shutil.which("node") is None:
+        pytest.skip("Node.js is not installed")
+    if not (EXAMPLES / "node_modules" / "ollama").is_dir():
+        # the committed package.json + package-lock.json pin the ollama package
+        subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=EXAMPLES, check=True,
+                       capture_output=True, timeout=300)
+    env = {**os.environ, "OLLAMA_HOST": example_server.base_url, "LLAMASERVE_MODEL": "smollm2"}
+    result = subprocess.run(["node", "node_ollama.mjs"], cwd=EXAMPLES, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "ok: streamed chat" in result.stdout and "ok: list: smollm2:latest" in result.stdout
