@@ -43,7 +43,6 @@ from ...models.hub import (
 from ...settings import load_options
 from .errors import error_response, in_band_error, ollama_errors
 from .http import copied_names, manager_of, ndjson_response, parse_body
-from .library import digest_of
 from .names import find_served, llamaserve_name, not_found, resolve
 from .schemas import CopyBody, DeleteBody, PullBody
 
@@ -159,7 +158,8 @@ async def pull_lines(spec: ModelSpec, register: Callable[[ModelSpec, ModelFiles]
     # files already in the cache had no progress bar: report them complete
     paths = {p.name: p for p in split_parts(files.weights) +
              ([files.projector] if files.projector else [])}
-    listed = entries or [ManifestEntry(name, digest_of(path)) for name, path in paths.items()]
+    # a file from a package or a path has no Hub digest: its line carries none
+    listed = entries or [ManifestEntry(name) for name in paths]
     for entry in listed:
         if entry.name not in reported:
             path = paths.get(Path(entry.name).name)
