@@ -19,7 +19,7 @@ from .models.manager import ModelManager
 from .observability import AccessLogMiddleware, Metrics
 from .protocols.anthropic import errors as anthropic_errors
 from .protocols.anthropic.messages import count_tokens, create_message
-from .protocols.ollama.ps import list_running
+from .protocols.ollama.routes import ollama_routes
 from .protocols.openai.chat import create_chat_completion
 from .protocols.openai.completions import create_completion
 from .protocols.openai.embeddings import create_embedding
@@ -116,9 +116,8 @@ def _routes(settings: Settings) -> list[Route]:
             routes.append(Route(path + "/", endpoint, methods=methods))
     routes.append(Route("/health", health, methods=["GET"]))
     routes.append(Route("/metrics", metrics_text, methods=["GET"]))
-    if settings.playground:
-        routes.append(Route("/", playground, methods=["GET"]))
-    routes.append(Route("/api/ps", list_running, methods=["GET"]))
+    # Ollama's API under /api, and `/`: the playground for browsers, Ollama's probe for others
+    routes.extend(ollama_routes(playground if settings.playground else None))
     return routes
 
 

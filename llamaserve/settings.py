@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import Field, FilePath, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -21,8 +21,12 @@ from .engine.options import (
     DEFAULT_PARALLEL,
     DEFAULT_QUEUE_SIZE,
     DEFAULT_QUEUE_TIMEOUT,
+    LoadOptions,
 )
-from .host import physical_cores
+from .host import physical_cores, resolve_gpu_layers
+
+if TYPE_CHECKING:
+    from .models.catalog import ModelSpec
 
 # How long an idle model stays loaded when neither --keep-alive nor the request says:
 # `run` serves the models it was given for as long as it runs, `serve` frees idle ones.
@@ -198,3 +202,19 @@ class Settings(BaseSettings):
                 raise ValueError(f"'{value}' is not a number of layers: write auto, -1 (all), "
                                  "0 (none) or a count") from None
         return value
+
+
+def load_options(settings: Settings, spec: ModelSpec) -> LoadOptions:
+    """How `spec` is loaded under these settings: models given at start (cli) and models
+    registered while serving (a pull through the Ollama API) alike."""
+    return LoadOptions(
+        n_ctx=settings.ctx or spec.context,
+        n_threads=settings.threads,
+        n_gpu_layers=resolve_gpu_layers(settings.gpu_layers),
+        chat_format=spec.chat_format,
+        chat_handler=spec.chat_handler,
+        verbose=settings.verbose,
+        parallel=settings.parallel,
+        queue_size=settings.queue_size,
+        queue_timeout=settings.queue_timeout,
+    )

@@ -112,3 +112,12 @@ def test_vercel_ai_sdk_structured_outputs_example(example_server: LiveServer) ->
     out = run_example(["node", "node_ai_sdk.mjs"], example_server)
     assert out.count("ok: generateObject") == 3
     assert "ok: streamObject" in out and "ok: forced tool call: getWeather" in out
+
+
+def test_node_ollama_example(example_server: LiveServer) -> None:
+    node_packages()
+    env = {**os.environ, "OLLAMA_HOST": example_server.base_url, "LLAMASERVE_MODEL": "smollm2"}
+    result = subprocess.run(["node", "node_ollama.mjs"], cwd=EXAMPLES, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "ok: streamed chat" in result.stdout and "ok: list: smollm2:latest" in result.stdout

@@ -1,6 +1,6 @@
 """Generated request bodies against the live server: every answer is a well-formed error in the
-route's own protocol (OpenAI's, Anthropic's) or a valid success, never a 500, and the server
-keeps serving.
+route's own protocol (OpenAI's on /v1, Anthropic's on /v1/messages, Ollama's on /api) or a
+valid success, never a 500, and the server keeps serving.
 
 CI runs a small number of examples per route; the full run is
 
@@ -143,6 +143,95 @@ def check_anthropic(response: httpx.Response, payload: bytes) -> None:
         assert answer.get("type") == "message" or "input_tokens" in answer, answer
 
 
+# Ollama's API: `num_predict` is always small here, as -1 or a missing one generates until the
+# context is full; no keep_alive 0 either (each request would reload the model).
+ollama_options = st.fixed_dictionaries(
+    {"num_predict": st.one_of(st.integers(1, 6), st.just(10**12), st.text(max_size=3))},
+    optional={"temperature": anything, "top_k": anything, "top_p": anything, "seed": anything,
+              "stop": anything, "num_ctx": st.one_of(st.integers(-1, 5000), anything),
+              "mirostat": anything, "repeat_penalty": anything, "made_up": anything},
+)
+ollama_message = st.fixed_dictionaries(
+    {"role": st.one_of(st.sampled_from(["system", "user", "assistant", "tool"]), anything),
+     "content": st.one_of(st.text(max_size=60), anything)},
+    optional={"images": st.one_of(st.lists(st.sampled_from(
+        ["iVBORw0KGgo=", "R0lGODlh", "@@@", "", "data:image/png;base64,x"]), max_size=2),
+        anything),
+        "tool_calls": anything, "tool_name": anything, "thinking": anything},
+)
+ollama_common = {"format": st.one_of(anything, st.just("json"),
+                                     st.just({"type": "integer"})),
+                 "stream": st.one_of(st.booleans(), anything),
+                 "keep_alive": st.sampled_from(["5m", -1, "soon", True, [1], None]),
+                 "think": anything, "logprobs": anything, "top_logprobs": anything}
+ollama_chat_bodies = st.fixed_dictionaries(
+    {"model": st.one_of(st.sampled_from(["smollm2", "smollm2:latest", "smollm2:q4_1"]),
+                        anything), "options": ollama_options},
+    optional={"messages": st.one_of(st.lists(ollama_message, max_size=3), anything),
+              "tools": anything, **ollama_common},
+)
+ollama_generate_bodies = st.fixed_dictionaries(
+    {"model": st.one_of(st.just("smollm2"), anything), "options": ollama_options},
+    optional={"prompt": st.one_of(st.text(max_size=40), anything), "suffix": anything,
+              "system": anything, "template": anything, "raw": anything, "images": anything,
+              "context": anything, **ollama_common},
+)
+ollama_embed_bodies = st.fixed_dictionaries(
+    {"model": st.one_of(st.just("smollm2"), anything)},
+    optional={"input": st.one_of(st.text(max_size=40), st.lists(st.text(max_size=20),
+                                                                 max_size=3), anything),
+              "truncate": anything, "dimensions": anything, "prompt": anything,
+              "options": anything, "keep_alive": st.sampled_from(["5m", "x", None])},
+)
+OLLAMA_ROUTES = [("POST", "/api/chat"), ("POST", "/api/generate"), ("POST", "/api/embed"),
+                 ("POST", "/api/embeddings"), ("POST", "/api/show"), ("POST", "/api/pull"),
+                 ("DELETE", "/api/delete"), ("POST", "/api/copy")]
+
+
+def check_ollama(http: httpx.Client, method: str, path: str, body: object) -> None:
+    """Never a 500; errors are `{"error": "..."}`; a stream is JSON lines ending with the
+    `done` line or an error line."""
+    with http.stream(method, path, content=json.dumps(body).encode(),
+                     headers={"Content-Type": "application/json"}) as response:
+        payload = response.read()
+    assert response.status_code < 500, payload[:500]
+    if response.status_code >= 400:
+        error = json.loads(payload)
+        assert list(error) == ["error"] and isinstance(error["error"], str) and error["error"]
+    elif response.headers["content-type"].startswith("application/x-ndjson"):
+        lines = [json.loads(line) for line in payload.splitlines()]
+        assert lines and (lines[-1].get("done") is True or "error" in lines[-1]
+                          or lines[-1].get("status") == "success"), lines[-1]
+    elif payload:
+        assert isinstance(json.loads(payload), dict)
+
+
+@FUZZ
+@given(body=ollama_chat_bodies)
+def test_fuzz_ollama_chat(http: httpx.Client, body: dict) -> None:
+    check_ollama(http, "POST", "/api/chat", body)
+
+
+@FUZZ
+@given(body=ollama_generate_bodies)
+def test_fuzz_ollama_generate(http: httpx.Client, body: dict) -> None:
+    check_ollama(http, "POST", "/api/generate", body)
+
+
+@FUZZ
+@given(body=ollama_embed_bodies)
+def test_fuzz_ollama_embed(http: httpx.Client, body: dict) -> None:
+    check_ollama(http, "POST", "/api/embed", body)
+    check_ollama(http, "POST", "/api/embeddings", body)
+
+
+@FUZZ
+@given(body=anything)
+def test_fuzz_any_json_on_every_ollama_route(http: httpx.Client, body: object) -> None:
+    for method, path in OLLAMA_ROUTES:
+        check_ollama(http, method, path, body)
+
+
 def check(http: httpx.Client, path: str, body: object) -> None:
     raw = json.dumps(body).encode()
     with http.stream("POST", path, content=raw,
@@ -218,6 +307,15 @@ def test_malformed_bodies(http: httpx.Client, raw: bytes) -> None:
             assert set(error) == {"type", "message"} and error["type"] == "invalid_request_error"
         else:
             assert set(error) == {"message", "type", "param", "code"}
+
+
+@pytest.mark.parametrize("raw", [b"", b"{", b"\xff\xfe", b"null", b"[]" * 1000, b'"x"',
+                                 b"{" * 5000 + b"}" * 5000, b"[" * 100000 + b"]" * 100000])
+def test_malformed_bodies_on_ollama_routes(http: httpx.Client, raw: bytes) -> None:
+    for method, path in OLLAMA_ROUTES:
+        response = http.request(method, path, content=raw)
+        assert 400 <= response.status_code < 500, (path, response.text)
+        assert list(response.json()) == ["error"]
 
 
 def test_server_still_answers_after_fuzzing(http: httpx.Client) -> None:

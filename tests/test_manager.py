@@ -85,7 +85,7 @@ def chat(live: LiveServer, model: str, **extra: object) -> httpx.Response:
 
 
 def loaded(live: LiveServer) -> list[str]:
-    return [m["name"] for m in httpx.get(f"{live.base_url}/api/ps").json()["models"]]
+    return [m["id"] for m in httpx.get(f"{live.base_url}/api/ps").json()["models"]]
 
 
 def test_durations_and_sizes_parse_like_ollama() -> None:
@@ -135,7 +135,8 @@ def test_two_models_resident_and_ps_reports_them(serve) -> None:
     assert chat(live, "smol-a").status_code == 200
     assert chat(live, "smol-b").status_code == 200
     body = httpx.get(f"{live.base_url}/api/ps").json()
-    assert [m["name"] for m in body["models"]] == ["smol-b", "smol-a"]  # most recent first
+    assert [m["id"] for m in body["models"]] == ["smol-b", "smol-a"]  # most recent first
+    assert [m["name"] for m in body["models"]] == ["smol-b:latest", "smol-a:latest"]  # Ollama's
     for model in body["models"]:
         assert model["size"] == SMOL_BYTES
         assert model["processor"] == "100% CPU" and model["size_vram"] == 0
@@ -220,7 +221,7 @@ def test_run_serves_two_different_models_resident(tmp_path: Path) -> None:
     live = start_server(["smollm2", "gemma3-270m", "--ctx", "512"], tmp_path)
     try:
         models = httpx.get(f"{live.base_url}/api/ps").json()["models"]
-        sizes = {m["name"]: m["size"] for m in models}
+        sizes = {m["id"]: m["size"] for m in models}
         expected = read_model_info(Path(gemma.assemble())).estimate(512, 63, sequences=4).total
         assert sizes["gemma3-270m"] == expected
         assert sorted(sizes) == ["gemma3-270m", "smollm2"]

@@ -15,13 +15,12 @@ import click
 from pydantic import ValidationError
 
 from .. import __version__
-from ..engine import LoadOptions
-from ..host import default_max_memory, resolve_gpu_layers
-from ..models.catalog import CatalogError, ModelSpec, load_catalog, resolve
+from ..host import default_max_memory
+from ..models.catalog import CatalogError, load_catalog, resolve
 from ..models.hub import ModelFilesError, is_local, pull
 from ..models.manager import Limits, ModelManager, ModelUnavailableError
 from ..observability import configure_logging
-from ..settings import RUN_KEEP_ALIVE, SERVE_KEEP_ALIVE, Settings
+from ..settings import RUN_KEEP_ALIVE, SERVE_KEEP_ALIVE, Settings, load_options
 from .models import pull_options, register
 from .options import given, server_options, setting_option, usage_error
 
@@ -109,20 +108,6 @@ def make_manager(settings: Settings, keep_alive: float) -> ModelManager:
     budget = settings.max_memory if settings.max_memory is not None else default_max_memory()
     return ModelManager(Limits(max_memory=budget, max_models=settings.max_models,
                                keep_alive=keep))
-
-
-def load_options(settings: Settings, spec: ModelSpec) -> LoadOptions:
-    return LoadOptions(
-        n_ctx=settings.ctx or spec.context,
-        n_threads=settings.threads,
-        n_gpu_layers=resolve_gpu_layers(settings.gpu_layers),
-        chat_format=spec.chat_format,
-        chat_handler=spec.chat_handler,
-        verbose=settings.verbose,
-        parallel=settings.parallel,
-        queue_size=settings.queue_size,
-        queue_timeout=settings.queue_timeout,
-    )
 
 
 def serve_app(

@@ -295,7 +295,7 @@ def ps_command(host: str | None, port: int | None, api_key: str | None) -> None:
             busy = f"{seqs['running']}/{seqs['parallel']}"
             if seqs["waiting"]:
                 busy += f" +{seqs['waiting']} waiting"
-        rows.append((model["name"], human_bytes(model["size"]),
+        rows.append((model.get("id", model["name"]), human_bytes(model["size"]),
                      human_bytes(measured) if measured is not None else "-",
                      model["processor"], str(model["context_length"]), busy, until))
     _echo_table(rows)

@@ -93,6 +93,15 @@ class Sampling:
     logit_bias: dict[str, float] | None = None  # token id (as text) → bias
 
 
+@dataclass(frozen=True)
+class ContextSize:
+    """The context a client needs the model to hold (Ollama's `options.num_ctx`): more than
+    the model was loaded with is refused before generating, never silently truncated."""
+
+    tokens: int
+    param: str = "num_ctx"
+
+
 @dataclass
 class GenerationOptions:
     """What chat and text completions share."""
@@ -106,6 +115,7 @@ class GenerationOptions:
     cache_prompt: bool = True
     keep_alive: float | None = None  # seconds (Ollama); None: the model's
     fit_context: bool = False  # max_tokens past the context's room: stop when it is full
+    context: ContextSize | None = None  # None: whatever the model was loaded with
 
 
 @dataclass

@@ -39,6 +39,17 @@ class Runtime:
 
 
 @dataclass(frozen=True)
+class Timings:
+    """When a request's first generation began, got its model (loaded if it had to be) and
+    produced its first event: time.monotonic() readings, kept in `Runtime.state["timings"]`
+    for protocols that report durations (Ollama's load/prompt/eval durations)."""
+
+    started: float
+    loaded: float
+    first_event: float
+
+
+@dataclass(frozen=True)
 class Usage:
     prompt_tokens: int
     completion_tokens: int
@@ -130,7 +141,9 @@ async def open_generation(
     except ModelError as exc:
         # as a RequestError: a later choice of a stream reports it in-band, as other errors
         raise request_error(exc) from exc
+    loaded = time.monotonic()
     try:
+        _check_context(options, model)
         generation = build(model)
         generation.deadline = started + timeout if timeout else None
         assert model.engine is not None
@@ -139,6 +152,7 @@ async def open_generation(
     except BaseException:
         await stack.aclose()
         raise
+    runtime.state.setdefault("timings", Timings(started, loaded, time.monotonic()))
     model_id = model.spec.id
     metrics.ttft.labels(model_id).observe(time.monotonic() - started)
     accounting = runtime.state.setdefault("usage", {"model": options.model})
@@ -165,6 +179,20 @@ async def open_generation(
             await stack.aclose()
 
     return held()
+
+
+def _check_context(options: GenerationOptions, model: ResidentModel) -> None:
+    """A client that needs a larger context than the model was loaded with gets a 400 saying
+    how to get one, rather than a shorter context than it asked for."""
+    wanted, loaded = options.context, model.options.n_ctx
+    if wanted is not None and loaded is not None and wanted.tokens > loaded:
+        raise RequestError(
+            400,
+            f"'{wanted.param}' is {wanted.tokens} tokens, but model '{model.spec.id}' was loaded "
+            f"with a context of {loaded} tokens per request: ask for {loaded} or fewer, or "
+            f"restart the server with --ctx {wanted.tokens}.",
+            param=wanted.param, code="context_too_large",
+        )
 
 
 async def merged(streams: list[AsyncIterator[T]]) -> AsyncIterator[T]:

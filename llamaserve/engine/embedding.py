@@ -144,9 +144,12 @@ class Embedder:
         self.llama.close()
 
     async def embed(
-        self, inputs: Sequence[EmbeddingInput], dimensions: int | None = None
+        self, inputs: Sequence[EmbeddingInput], dimensions: int | None = None,
+        truncate: bool = False,
     ) -> Embeddings:
-        """One unit vector per input, truncated to `dimensions` and renormalised if given."""
+        """One unit vector per input, truncated to `dimensions` and renormalised if given.
+        An input longer than the model embeds at once is an error, or with `truncate` (as
+        Ollama's default) cut to its first tokens."""
         if dimensions is not None and dimensions > self.n_embd:
             raise EngineError(
                 f"'dimensions' is {dimensions}, but this model's embeddings have "
@@ -154,12 +157,12 @@ class Embedder:
                 param="dimensions",
             )
         loop = asyncio.get_running_loop()
-        result = await loop.run_in_executor(self._worker, self._embed, list(inputs))
+        result = await loop.run_in_executor(self._worker, self._embed, list(inputs), truncate)
         if dimensions is not None and dimensions < self.n_embd:
             result.vectors = normalize(result.vectors[:, :dimensions])
         return result
 
-    def _tokens(self, index: int, item: EmbeddingInput) -> list[int]:
+    def _tokens(self, index: int, item: EmbeddingInput, truncate: bool) -> list[int]:
         if isinstance(item, str):
             # add_bos asks for the model's own special tokens: [CLS] … [SEP] for BERT, none for
             # SmolLM2 (its header says add_bos_token false).
@@ -175,6 +178,8 @@ class Embedder:
             tokens = list(item)
         if not tokens:
             raise EngineError(f"input[{index}] has no tokens.", param="input")
+        if len(tokens) > self.max_input_tokens and truncate:
+            tokens = tokens[: self.max_input_tokens]
         if len(tokens) > self.max_input_tokens:
             raise EngineError(
                 f"input[{index}] has {len(tokens)} tokens, more than this model embeds at "
@@ -183,8 +188,8 @@ class Embedder:
             )
         return tokens
 
-    def _embed(self, inputs: list[EmbeddingInput]) -> Embeddings:
-        sequences = [self._tokens(i, item) for i, item in enumerate(inputs)]
+    def _embed(self, inputs: list[EmbeddingInput], truncate: bool = False) -> Embeddings:
+        sequences = [self._tokens(i, item, truncate) for i, item in enumerate(inputs)]
         vectors = np.empty((len(sequences), self.n_embd), dtype=np.float32)
         llama, batch, ctx = self.llama, self.llama._batch, self.llama._ctx
         lengths = [len(s) for s in sequences]

@@ -376,6 +376,47 @@ def pull(spec: ModelSpec, options: PullOptions | None = None) -> ModelFiles:
     )
 
 
+@dataclass(frozen=True)
+class ManifestEntry:
+    """One file a pull fetches, with the Hub's LFS SHA-256 and size when it says (None: a
+    file stored in git rather than LFS, or the Hub could not be asked)."""
+
+    name: str
+    sha256: str | None = None
+    size: int | None = None
+
+
+def manifest(spec: ModelSpec) -> tuple[ModelSpec, list[ManifestEntry]]:
+    """`spec` pinned to one Hub file, and every file pulling it fetches (split parts, the
+    projector) with what the Hub says of each: one listing call, nothing downloaded. Offline
+    or when the Hub cannot be reached, the entries carry names only."""
+    spec = pin(spec)
+    source = spec.source
+    assert isinstance(source, HubSource)
+    names = [str(part) for part in split_parts(Path(source.file))]
+    names += [spec.projector] if spec.projector else []
+    listed: dict[str, Any] = {}
+    if not is_offline():
+        from huggingface_hub import HfApi
+        from huggingface_hub.errors import HfHubHTTPError
+
+        try:
+            info = HfApi().model_info(source.hub, revision=source.revision, files_metadata=True)
+            listed = {sibling.rfilename: sibling for sibling in info.siblings or []}
+        except HfHubHTTPError as exc:
+            raise ModelFilesError(_http_failure(spec.id, source.hub, exc)) from exc
+        except Exception as exc:  # noqa: BLE001 - the transport's errors differ by HF version
+            logger.info("listing %s on the Hub failed (%s); pulling from the cache", source.hub,
+                        exc)
+    entries = []
+    for name in names:
+        sibling = listed.get(name)
+        lfs = getattr(sibling, "lfs", None)
+        entries.append(ManifestEntry(name, lfs.sha256 if lfs else None,
+                                     lfs.size if lfs else getattr(sibling, "size", None)))
+    return spec, entries
+
+
 def locate_cached(spec: ModelSpec) -> ModelFiles:
     """The model's files if they are on disk, without any network access."""
     if not isinstance(spec.source, HubSource | HubRef):

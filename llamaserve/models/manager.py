@@ -203,6 +203,19 @@ class ModelManager:
             return self._models[name]
         return next((m for m in self._models.values() if name in m.spec.aliases), None)
 
+    def add_alias(self, name: str, alias: str) -> ResidentModel:
+        """Let the model answering to `name` answer to `alias` too, from now until the server
+        stops (Ollama's copy). ValueError if `alias` already names another model."""
+        model = self.find(name)
+        if model is None:
+            raise ModelNotFoundError(name, [m.spec.id for m in self._models.values()])
+        other = self.find(alias)
+        if other is not None and other is not model:
+            raise ValueError(f"the name '{alias}' is already model '{other.spec.id}'")
+        if other is None:
+            model.spec = replace(model.spec, aliases=(*model.spec.aliases, alias))
+        return model
+
     # -- planning: pure decisions on the current state, no awaiting in between --------------
 
     def _prepare(self, model: ResidentModel) -> None:
