@@ -76,6 +76,38 @@ embedding_bodies = st.fixed_dictionaries(
               "dimensions": st.one_of(st.integers(-2, 2000), anything), "user": anything},
 )
 
+input_part = st.one_of(
+    st.fixed_dictionaries({"type": st.just("input_text"), "text": st.text(max_size=30)}),
+    st.fixed_dictionaries({"type": st.just("input_image"), "image_url": st.sampled_from(
+        ["data:image/png;base64,@@@", "http://[::1", "not a url"])}),
+    anything)
+response_item = st.one_of(
+    st.fixed_dictionaries({"role": st.sampled_from(["user", "assistant", "system",
+                                                    "developer"]),
+                           "content": st.one_of(st.text(max_size=40),
+                                                st.lists(input_part, max_size=3))}),
+    st.fixed_dictionaries({"type": st.just("function_call"), "call_id": anything,
+                           "name": anything, "arguments": anything}),
+    st.fixed_dictionaries({"type": st.just("function_call_output"), "call_id": anything,
+                           "output": anything}),
+    anything)
+responses_bodies = st.fixed_dictionaries(
+    {"model": st.one_of(st.just("smollm2"), anything),
+     "max_output_tokens": st.one_of(st.integers(-1, 6), anything)},
+    optional={"input": st.one_of(st.text(max_size=40), st.lists(response_item, max_size=3),
+                                 anything),
+              "instructions": anything, "tools": st.one_of(anything, st.just(
+                  [{"type": "function", "name": "f", "parameters": {"type": "object"}}])),
+              "tool_choice": st.one_of(anything, st.sampled_from(
+                  ["auto", "none", "required", {"type": "function", "name": "f"}])),
+              "text": st.one_of(anything, st.just({"format": {
+                  "type": "json_schema", "name": "x", "schema": {"type": "integer"}}})),
+              "previous_response_id": anything, "store": anything, "stream": st.booleans(),
+              "temperature": anything, "top_p": anything, "metadata": anything,
+              "include": anything, "top_logprobs": anything, "reasoning": anything,
+              "parallel_tool_calls": anything, "truncation": anything, "user": anything},
+)
+
 
 def check(http: httpx.Client, path: str, body: object) -> None:
     raw = json.dumps(body).encode()
@@ -87,6 +119,13 @@ def check(http: httpx.Client, path: str, body: object) -> None:
         error = json.loads(payload)["error"]
         assert set(error) == {"message", "type", "param", "code"}
         assert isinstance(error["message"], str) and error["message"]
+    elif path.endswith("responses") and response.headers["content-type"].startswith(
+            "text/event-stream"):  # typed events, no [DONE]: the last is the terminal one
+        frames = [frame for frame in payload.decode().split("\n\n") if frame]
+        last = json.loads(frames[-1].split("\ndata: ", 1)[1])
+        assert last["type"] in ("response.completed", "response.incomplete", "response.failed")
+    elif path.endswith("responses"):
+        assert json.loads(payload)["object"] == "response"
     elif response.headers["content-type"].startswith("text/event-stream"):
         frames = [line for line in payload.decode().split("\n\n") if line]
         assert frames[-1] == "data: [DONE]"
@@ -117,16 +156,22 @@ def test_fuzz_embeddings(http: httpx.Client, body: dict) -> None:
 
 
 @FUZZ
+@given(body=responses_bodies)
+def test_fuzz_responses(http: httpx.Client, body: dict) -> None:
+    check(http, "/v1/responses", body)
+
+
+@FUZZ
 @given(body=anything)
 def test_fuzz_any_json_on_every_route(http: httpx.Client, body: object) -> None:
-    for path in ("/v1/chat/completions", "/v1/completions", "/v1/embeddings"):
+    for path in ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses"):
         check(http, path, body)
 
 
 @pytest.mark.parametrize("raw", [b"", b"{", b"\xff\xfe", b"null", b"[]" * 1000, b'"x"',
                                  b"{" * 5000 + b"}" * 5000, b"[" * 100000 + b"]" * 100000])
 def test_malformed_bodies(http: httpx.Client, raw: bytes) -> None:
-    for path in ("/v1/chat/completions", "/v1/completions", "/v1/embeddings"):
+    for path in ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses"):
         response = http.post(path, content=raw, headers={"Content-Type": "application/json"})
         assert 400 <= response.status_code < 500
         assert set(response.json()["error"]) == {"message", "type", "param", "code"}
