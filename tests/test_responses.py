@@ -363,3 +363,29 @@ def test_trailing_slash_route_answers_directly(server: LiveServer) -> None:
     response = httpx.post(f"{server.base_url}/v1/responses/", timeout=120, json={
         "model": "smollm2", "input": "Hi", "max_output_tokens": 1})
     assert response.status_code == 200 and response.json()["object"] == "response"
+
+
+def test_a_codex_shaped_conversation_is_served(http: httpx.Client) -> None:
+    """The fields and items Codex CLI 0.171.0 sends (seen on the wire; texts shortened): its
+    client_metadata, encrypted reasoning asked for, store false, history sent back in full."""
+    tool = {"type": "function", "name": "exec_command", "description": "Runs a command.",
+            "strict": False, "parameters": {"type": "object", "properties": {
+                "cmd": {"type": "string"}}, "required": ["cmd"], "additionalProperties": False}}
+    start = [
+        {"type": "message", "id": "msg_1", "role": "developer",
+         "content": [{"type": "input_text", "text": "You are a coding agent."}]},
+        {"type": "message", "id": "msg_2", "role": "user",
+         "content": [{"type": "input_text", "text": "List the files."}]},
+    ]
+    codex = {"model": "smollm2", "stream": True, "store": False, "parallel_tool_calls": True,
+             "include": ["reasoning.encrypted_content"], "reasoning": {"summary": "auto"},
+             "prompt_cache_key": "01a23ac2", "client_metadata": {"x-codex-turn-metadata": "{}"},
+             "tools": [tool], "max_output_tokens": 60}
+    called = sse_events(http, **codex, input=start, tool_choice="required")
+    call = next(e["item"] for e in called if e["type"] == "response.output_item.done")
+    assert call["type"] == "function_call" and call["name"] == "exec_command"
+    output = {"type": "function_call_output", "id": "fco_1", "call_id": call["call_id"],
+              "output": "Process exited with code 0\nOutput:\nREADME.md\n"}
+    answered = sse_events(http, **codex, input=[*start, call, output], tool_choice="none")
+    assert answered[-1]["type"] in ("response.completed", "response.incomplete")
+    assert answered[-1]["response"]["output"][0]["type"] == "message"

@@ -328,6 +328,8 @@ class ResponseCreateRequest(_Strict):
     top_p: float | None = Field(default=None, ge=0, le=1)
     truncation: Literal["auto", "disabled"] | None = None  # auto: ignored (400 if too long)
     user: str | None = None
+    # Codex sends this (not in the SDK): its turn metadata, for OpenAI's logs; ignored
+    client_metadata: dict[str, Any] | None = None
     # llamaserve's own, as on the other OpenAI routes
     keep_alive: str | float | None = None  # Ollama's: how long the model stays loaded
     seed: int | None = None
