@@ -171,7 +171,7 @@ class Settings(BaseSettings):
     max_stored_responses: int = Field(
         default=1000, ge=1,
         description="Responses kept for previous_response_id and GET /v1/responses/{id}; "
-        "the least recently used are dropped beyond it.")
+        "the least recently used are dropped beyond it (in memory, also beyond 256 MB).")
 
     def keys(self) -> list[str]:
         """Every accepted API key: flags, LLAMASERVE_API_KEY and the key file."""

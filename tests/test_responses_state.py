@@ -47,6 +47,20 @@ def test_store_drops_the_least_recently_used_beyond_its_capacity(kind: str,
     store.close()
 
 
+def test_memory_store_keeps_at_most_its_byte_budget() -> None:
+    size = len(json.dumps(record(1)))
+    store = MemoryStore(100, max_bytes=2 * size)
+
+    async def scenario() -> None:
+        for n in range(1, 4):
+            await store.put(f"r{n}", record(n))
+        assert len(store) == 2 and await store.get("r1") is None
+        await store.put("big", {"response": {}, "input_items": ["x" * 10 * size]})
+        assert len(store) == 1 and await store.get("big") is not None  # the newest stays
+
+    asyncio.run(scenario())
+
+
 def test_sqlite_store_keeps_records_across_instances(tmp_path: Path) -> None:
     first = SQLiteStore(tmp_path / "state", 10)
     asyncio.run(first.put("a", record(1)))

@@ -4,7 +4,9 @@ A record is one response object and the input items it was generated from (the e
 turns' included), as JSON. The store is bounded: beyond `capacity` records the least recently
 used (created or read) are dropped. Two kinds, the same behaviour:
 
-- `MemoryStore` (the default): an ordered dict, gone with the process.
+- `MemoryStore` (the default): an ordered dict, gone with the process. It also keeps at most
+  `max_bytes` of JSON, since every request is stored by default and one may carry images of
+  many megabytes as data URIs.
 - `SQLiteStore` (`--state-dir DIR`): `DIR/responses.sqlite3` through the standard library, so
   conversations survive a restart. Its calls run in a worker thread (`asyncio.to_thread`),
   never on the event loop; one connection, one lock.
@@ -24,6 +26,7 @@ from typing import Any, Protocol
 Record = dict[str, Any]  # {"response": {...}, "input_items": [...]}
 
 STATE_FILE = "responses.sqlite3"
+MEMORY_BUDGET = 256 * 1024 * 1024  # bytes of JSON the memory store keeps at most
 
 
 class StoreError(Exception):
@@ -41,16 +44,23 @@ class ResponseStore(Protocol):
 
 
 class MemoryStore:
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, max_bytes: int = MEMORY_BUDGET) -> None:
         self.capacity = capacity
+        self.max_bytes = max_bytes
         # JSON text, as on disk: a caller cannot change a stored record by editing what it got
         self._records: OrderedDict[str, str] = OrderedDict()
+        self._bytes = 0
 
     async def put(self, response_id: str, record: Record) -> None:
-        self._records[response_id] = json.dumps(record)
-        self._records.move_to_end(response_id)
-        while len(self._records) > self.capacity:
-            self._records.popitem(last=False)
+        text = json.dumps(record)
+        await self.delete(response_id)
+        self._records[response_id] = text
+        self._bytes += len(text)
+        # the newest record stays even alone over the budget: it is the one being answered
+        while len(self._records) > 1 and (len(self._records) > self.capacity
+                                          or self._bytes > self.max_bytes):
+            _, dropped = self._records.popitem(last=False)
+            self._bytes -= len(dropped)
 
     async def get(self, response_id: str) -> Record | None:
         text = self._records.get(response_id)
@@ -60,13 +70,17 @@ class MemoryStore:
         return json.loads(text)
 
     async def delete(self, response_id: str) -> bool:
-        return self._records.pop(response_id, None) is not None
+        text = self._records.pop(response_id, None)
+        if text is not None:
+            self._bytes -= len(text)
+        return text is not None
 
     def __len__(self) -> int:
         return len(self._records)
 
     def close(self) -> None:
         self._records.clear()
+        self._bytes = 0
 
 
 _SCHEMA = """
