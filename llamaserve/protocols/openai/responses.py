@@ -146,7 +146,7 @@ async def _parse(request: Request) -> ResponseCreateRequest:
                        "'moderation'."),
     }
     for param, (value, message) in refused.items():
-        if value:
+        if value is not None and value is not False:
             raise RequestError(400, message, param=param, code="unsupported_parameter")
     return body
 
