@@ -25,6 +25,13 @@ from .protocols.openai.completions import create_completion
 from .protocols.openai.embeddings import create_embedding
 from .protocols.openai.errors import EXCEPTION_HANDLERS, error_body
 from .protocols.openai.models import list_models, retrieve_model
+from .protocols.openai.response_store import open_store
+from .protocols.openai.responses import (
+    create_response,
+    delete_response,
+    list_input_items,
+    retrieve_response,
+)
 from .settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -109,6 +116,10 @@ def _routes(settings: Settings) -> list[Route]:
         ("/v1/models/{model:path}", retrieve_model, ["GET"]),
         ("/v1/messages", create_message, ["POST"]),
         ("/v1/messages/count_tokens", count_tokens, ["POST"]),
+        ("/v1/responses", create_response, ["POST"]),
+        ("/v1/responses/{response_id}", retrieve_response, ["GET"]),
+        ("/v1/responses/{response_id}", delete_response, ["DELETE"]),
+        ("/v1/responses/{response_id}/input_items", list_input_items, ["GET"]),
     ]:
         # The seed clients use base_url=".../v1/": answer both spellings without a redirect.
         routes.append(Route(path, endpoint, methods=methods))
@@ -127,6 +138,7 @@ def create_app(manager: ModelManager, settings: Settings) -> Starlette:
         await manager.start()
         yield
         manager.close()
+        app.state.response_store.close()
 
     app = Starlette(routes=_routes(settings), exception_handlers=EXCEPTION_HANDLERS,
                     lifespan=lifespan)
@@ -134,13 +146,14 @@ def create_app(manager: ModelManager, settings: Settings) -> Starlette:
     app.state.manager = manager
     app.state.settings = settings
     app.state.metrics = Metrics()
+    app.state.response_store = open_store(settings.state_dir, settings.max_stored_responses)
     # add_middleware wraps: the last added runs first. Order on the way in: access log (sees
     # every answer, 401 and 413 included), CORS (answers preflights), API key, body limit.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(APIKeyMiddleware, keys=settings.keys())
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
-                           allow_methods=["GET", "POST", "OPTIONS"],
+                           allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
                            allow_headers=["Authorization", "Content-Type"])
     app.add_middleware(AccessLogMiddleware, metrics=app.state.metrics)
     return app

@@ -154,6 +154,10 @@ class Settings(BaseSettings):
         "servers reachable beyond localhost).")
     playground: Annotated[bool, Flag()] = Field(
         default=True, description="Serve the chat page at /.")
+    state_dir: Annotated[Path | None, Flag(metavar="DIR", default="in memory")] = Field(
+        default=None,
+        description="Keep stored /v1/responses (previous_response_id) in an SQLite file in "
+        "this directory, so conversations survive a restart.")
     verbose: Annotated[bool, Flag()] = Field(
         default=False, description="Debug logs, with llama.cpp's and uvicorn's own.")
     # Placed by each command itself (run: --catalog, serve: --config)
@@ -173,6 +177,10 @@ class Settings(BaseSettings):
     image_max_redirects: int = Field(default=3, ge=0,
                                      description="Redirects followed to fetch one image.")
     max_images: int = Field(default=16, ge=0, description="Images in one request.")
+    max_stored_responses: int = Field(
+        default=1000, ge=1,
+        description="Responses kept for previous_response_id and GET /v1/responses/{id}; "
+        "the least recently used are dropped beyond it (in memory, also beyond 256 MB).")
 
     def keys(self) -> list[str]:
         """Every accepted API key: flags, LLAMASERVE_API_KEY and the key file."""
@@ -191,6 +199,13 @@ class Settings(BaseSettings):
     @classmethod
     def _duration(cls, value: Any) -> Any:
         return None if value is None else parse_duration(value)
+
+    @field_validator("state_dir")
+    @classmethod
+    def _state_dir(cls, value: Path | None) -> Path | None:
+        if value is not None and value.exists() and not value.is_dir():
+            raise ValueError(f"{value} is not a directory")
+        return value
 
     @field_validator("gpu_layers", mode="before")
     @classmethod

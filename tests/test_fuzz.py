@@ -232,6 +232,39 @@ def test_fuzz_any_json_on_every_ollama_route(http: httpx.Client, body: object) -
         check_ollama(http, method, path, body)
 
 
+input_part = st.one_of(
+    st.fixed_dictionaries({"type": st.just("input_text"), "text": st.text(max_size=30)}),
+    st.fixed_dictionaries({"type": st.just("input_image"), "image_url": st.sampled_from(
+        ["data:image/png;base64,@@@", "http://[::1", "not a url"])}),
+    anything)
+response_item = st.one_of(
+    st.fixed_dictionaries({"role": st.sampled_from(["user", "assistant", "system",
+                                                    "developer"]),
+                           "content": st.one_of(st.text(max_size=40),
+                                                st.lists(input_part, max_size=3))}),
+    st.fixed_dictionaries({"type": st.just("function_call"), "call_id": anything,
+                           "name": anything, "arguments": anything}),
+    st.fixed_dictionaries({"type": st.just("function_call_output"), "call_id": anything,
+                           "output": anything}),
+    anything)
+responses_bodies = st.fixed_dictionaries(
+    {"model": st.one_of(st.just("smollm2"), anything),
+     "max_output_tokens": st.one_of(st.integers(-1, 6), anything)},
+    optional={"input": st.one_of(st.text(max_size=40), st.lists(response_item, max_size=3),
+                                 anything),
+              "instructions": anything, "tools": st.one_of(anything, st.just(
+                  [{"type": "function", "name": "f", "parameters": {"type": "object"}}])),
+              "tool_choice": st.one_of(anything, st.sampled_from(
+                  ["auto", "none", "required", {"type": "function", "name": "f"}])),
+              "text": st.one_of(anything, st.just({"format": {
+                  "type": "json_schema", "name": "x", "schema": {"type": "integer"}}})),
+              "previous_response_id": anything, "store": anything, "stream": st.booleans(),
+              "temperature": anything, "top_p": anything, "metadata": anything,
+              "include": anything, "top_logprobs": anything, "reasoning": anything,
+              "parallel_tool_calls": anything, "truncation": anything, "user": anything},
+)
+
+
 def check(http: httpx.Client, path: str, body: object) -> None:
     raw = json.dumps(body).encode()
     with http.stream("POST", path, content=raw,
@@ -244,6 +277,13 @@ def check(http: httpx.Client, path: str, body: object) -> None:
         error = json.loads(payload)["error"]
         assert set(error) == {"message", "type", "param", "code"}
         assert isinstance(error["message"], str) and error["message"]
+    elif path.endswith("responses") and response.headers["content-type"].startswith(
+            "text/event-stream"):  # typed events, no [DONE]: the last is the terminal one
+        frames = [frame for frame in payload.decode().split("\n\n") if frame]
+        last = json.loads(frames[-1].split("\ndata: ", 1)[1])
+        assert last["type"] in ("response.completed", "response.incomplete", "response.failed")
+    elif path.endswith("responses"):
+        assert json.loads(payload)["object"] == "response"
     elif response.headers["content-type"].startswith("text/event-stream"):
         frames = [line for line in payload.decode().split("\n\n") if line]
         assert frames[-1] == "data: [DONE]"
@@ -285,8 +325,17 @@ def test_fuzz_count_tokens(http: httpx.Client, body: dict) -> None:
     check(http, "/v1/messages/count_tokens", body)
 
 
-ROUTES = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/messages",
-          "/v1/messages/count_tokens")
+
+
+
+@FUZZ
+@given(body=responses_bodies)
+def test_fuzz_responses(http: httpx.Client, body: dict) -> None:
+    check(http, "/v1/responses", body)
+
+
+ROUTES = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses",
+          "/v1/messages", "/v1/messages/count_tokens")
 
 
 @FUZZ
