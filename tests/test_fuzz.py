@@ -325,9 +325,6 @@ def test_fuzz_count_tokens(http: httpx.Client, body: dict) -> None:
     check(http, "/v1/messages/count_tokens", body)
 
 
-
-
-
 @FUZZ
 @given(body=responses_bodies)
 def test_fuzz_responses(http: httpx.Client, body: dict) -> None:
