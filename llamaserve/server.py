@@ -19,6 +19,8 @@ from .models.manager import ModelManager
 from .observability import AccessLogMiddleware, Metrics
 from .protocols.anthropic import errors as anthropic_errors
 from .protocols.anthropic.messages import count_tokens, create_message
+from .protocols.llamacpp.rerank import rerank
+from .protocols.llamacpp.tokenize import detokenize, tokenize
 from .protocols.ollama.ps import list_running
 from .protocols.openai.chat import create_chat_completion
 from .protocols.openai.completions import create_completion
@@ -109,6 +111,10 @@ def _routes(settings: Settings) -> list[Route]:
         ("/v1/models/{model:path}", retrieve_model, ["GET"]),
         ("/v1/messages", create_message, ["POST"]),
         ("/v1/messages/count_tokens", count_tokens, ["POST"]),
+        # llama-server's own routes, with and without /v1 as it answers them
+        *[(prefix + path, endpoint, ["POST"]) for prefix in ("", "/v1")
+          for path, endpoint in [("/tokenize", tokenize), ("/detokenize", detokenize),
+                                 ("/rerank", rerank), ("/reranking", rerank)]],
     ]:
         # The seed clients use base_url=".../v1/": answer both spellings without a redirect.
         routes.append(Route(path, endpoint, methods=methods))
