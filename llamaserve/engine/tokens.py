@@ -73,6 +73,11 @@ class Vocabulary:
                 raise self._not_a_token(f"{param}[{index}]", item)
         return tokens
 
+    def is_single_token(self, text: str) -> bool:
+        """Whether `text` is one token of its own (a control or added token such as
+        `<think>`), rather than pieces of text."""
+        return len(self.text_tokens(text, False, True)) == 1
+
     def _not_a_token(self, where: str, token: int) -> EngineError:
         return EngineError(f"{where} is {token}, which is not a token id of this model "
                            f"(0..{self.n_vocab - 1}).", param=where)
