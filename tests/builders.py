@@ -386,3 +386,17 @@ def write_tiny_qwen25vl(
     writer.write_tensors_to_file()
     writer.close()
     return model_path, projector_path
+
+
+def write_with_template(source: Path, path: Path, template: str) -> Path:
+    """A copy of the GGUF at `source` whose chat template is `template` (weights and every
+    other key unchanged), e.g. SmolLM2 with a template that declares think tags."""
+    from gguf.scripts.gguf_new_metadata import MetadataDetails, copy_with_new_metadata
+
+    reader = gguf.GGUFReader(source)
+    arch = str(reader.fields[gguf.Keys.General.ARCHITECTURE].contents())
+    writer = gguf.GGUFWriter(str(path), arch=arch, endianess=reader.endianess)
+    template_key = gguf.Keys.Tokenizer.CHAT_TEMPLATE
+    copy_with_new_metadata(
+        reader, writer, {template_key: MetadataDetails(gguf.GGUFValueType.STRING, template)}, [])
+    return path

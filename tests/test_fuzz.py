@@ -42,7 +42,8 @@ message = st.fixed_dictionaries(
      "content": st.one_of(st.text(max_size=60), st.lists(st.one_of(text_part, image_part,
                                                                     anything), max_size=3),
                           anything)},
-    optional={"name": anything, "tool_call_id": anything, "tool_calls": anything},
+    optional={"name": anything, "tool_call_id": anything, "tool_calls": anything,
+              "reasoning_content": anything, "reasoning": anything},
 )
 sampling = {
     "temperature": st.one_of(st.floats(-1, 3), anything), "top_p": anything,
@@ -58,7 +59,8 @@ chat_bodies = st.fixed_dictionaries(
               "logprobs": anything, "top_logprobs": anything, "tools": anything,
               "tool_choice": anything, "response_format": st.one_of(anything, st.just(
                   {"type": "json_schema", "json_schema": {"schema": {"type": "integer"}}})),
-              "functions": anything, "function_call": anything, **sampling},
+              "functions": anything, "function_call": anything, "reasoning_effort": anything,
+              **sampling},
 )
 completion_bodies = st.fixed_dictionaries(
     {"model": st.one_of(st.just("smollm2"), anything), "max_tokens": small_tokens},
