@@ -118,6 +118,9 @@ class ChatRequest(GenerationOptions):
     logprobs: int | None = None  # None: off; k: the chosen token's logprob and the top k
     # False: ask the template not to think (its `enable_thinking` switch); None: the model's way
     thinking: bool | None = None
+    # True: a thinking model's reasoning comes apart (ChoiceDelta.reasoning), for protocols
+    # that have a place for it; False: it stays in the content, as the model wrote it.
+    separate_reasoning: bool = False
 
 
 @dataclass

@@ -234,7 +234,8 @@ async def start_chat(
         reasoning: list[ReasoningFormat | None] = [None]
 
         def build(model: ResidentModel) -> GenerationRequest:
-            if runtime.settings.reasoning_format == "auto" and model.engine is not None:
+            if (request.separate_reasoning and runtime.settings.reasoning_format == "auto"
+                    and model.engine is not None):
                 reasoning[0] = model_format(model.engine)
             return GenerationRequest(
                 messages=template_messages(request, model),

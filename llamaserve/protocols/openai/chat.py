@@ -107,6 +107,7 @@ def chat_request(body: ChatCompletionRequest, keep_alive: float | None) -> ChatR
         response_format=response_format,
         logprobs=(body.top_logprobs or 0) if body.logprobs else None,
         thinking=False if body.reasoning_effort == "none" else None,
+        separate_reasoning=True,  # as message/delta.reasoning_content (and reasoning)
     )
 
 
