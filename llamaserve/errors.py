@@ -12,9 +12,11 @@ from .engine import EngineBusyError, EngineError, EngineInternalError
 from .models.manager import (
     EmbeddingModelError,
     ModelBusyError,
+    ModelKindError,
     ModelLoadError,
     ModelNotDownloadedError,
     ModelNotFoundError,
+    ModelNotNamedError,
     ModelTooLargeError,
     ModelUnavailableError,
 )
@@ -54,6 +56,8 @@ ERRORS: dict[type[Exception], ErrorShape] = {
     ModelLoadError: ErrorShape(503, "model_load_failed", "model"),  # the others keep serving
     ModelUnavailableError: ErrorShape(503, "model_unavailable", "model"),
     EmbeddingModelError: ErrorShape(400, "model_not_supported", "model"),
+    ModelKindError: ErrorShape(400, "model_not_supported", "model"),  # e.g. chat → rerank
+    ModelNotNamedError: ErrorShape(400, "model_required", "model"),
     EngineBusyError: ErrorShape(503),  # no free sequence: retry (Retry-After)
     EngineInternalError: ErrorShape(500, "server_error"),  # llama.cpp failed: not the client
     EngineError: ErrorShape(400, "invalid_request"),  # a request the engine cannot run

@@ -19,6 +19,8 @@ from .models.manager import ModelManager
 from .observability import AccessLogMiddleware, Metrics
 from .protocols.anthropic import errors as anthropic_errors
 from .protocols.anthropic.messages import count_tokens, create_message
+from .protocols.llamacpp.rerank import rerank
+from .protocols.llamacpp.tokenize import detokenize, tokenize
 from .protocols.ollama.routes import ollama_routes
 from .protocols.openai.chat import create_chat_completion
 from .protocols.openai.completions import create_completion
@@ -120,6 +122,10 @@ def _routes(settings: Settings) -> list[Route]:
         ("/v1/responses/{response_id}", retrieve_response, ["GET"]),
         ("/v1/responses/{response_id}", delete_response, ["DELETE"]),
         ("/v1/responses/{response_id}/input_items", list_input_items, ["GET"]),
+        # llama-server's own routes, with and without /v1 as it answers them
+        *[(prefix + path, endpoint, ["POST"]) for prefix in ("", "/v1")
+          for path, endpoint in [("/tokenize", tokenize), ("/detokenize", detokenize),
+                                 ("/rerank", rerank), ("/reranking", rerank)]],
     ]:
         # The seed clients use base_url=".../v1/": answer both spellings without a redirect.
         routes.append(Route(path, endpoint, methods=methods))

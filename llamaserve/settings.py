@@ -120,6 +120,11 @@ class Settings(BaseSettings):
         default="auto",
         description="Layers to offload to the GPU; -1 = all, 0 = none, auto = all when "
         "llama.cpp was built with CUDA/Metal/Vulkan.")
+    reasoning_format: Annotated[Literal["auto", "none"], Flag()] = Field(
+        default="auto",
+        description="Thinking models: auto = their reasoning (<think>...</think>, detected "
+        "from the chat template) apart from the answer, as reasoning_content; none = left in "
+        "the content.")
     # The model manager
     max_memory: Annotated[int | None, Flag(
         metavar="SIZE", default="80% of the memory free at start")] = Field(

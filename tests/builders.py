@@ -7,6 +7,9 @@ beside SmolLM2; `write_tiny_qwen25vl` a Qwen2.5-VL model and projector pair (M-R
 `write_tiny_bert` makes a BERT-architecture sentence embedder that llama.cpp loads and runs like
 all-MiniLM or bge: random weights (fixed seed), so its vectors mean nothing, but they are real
 llama.cpp outputs: deterministic, different for different texts, pooled as the metadata asks.
+With `pooling=gguf.PoolingType.RANK` it is a cross-encoder reranker like bge-reranker: a
+classification head (`cls`, `cls.output`, as llama.cpp's BERT loader reads them) gives one
+relevance logit per (query, document) pair.
 """
 
 from __future__ import annotations
@@ -65,7 +68,8 @@ def write_tiny_bert(
     pooling: gguf.PoolingType = gguf.PoolingType.MEAN,
     seed: int = 0,
 ) -> Path:
-    """Write a BERT embedder GGUF (f32, ~0.3 MB at the defaults) and return its path."""
+    """Write a BERT embedder GGUF (f32, ~0.3 MB at the defaults), or with rank pooling a
+    reranker, and return its path."""
     tokens = bert_vocab()
     n_vocab, n_ff = len(tokens), 2 * width
     rng = np.random.default_rng(seed)
@@ -126,6 +130,13 @@ def write_tiny_bert(
         writer.add_tensor(f"{block}.ffn_down.bias", zeros(width))
         writer.add_tensor(f"{block}.layer_output_norm.weight", ones(width))
         writer.add_tensor(f"{block}.layer_output_norm.bias", zeros(width))
+    if pooling == gguf.PoolingType.RANK:
+        # RoBERTa's classification head: dense + tanh on the [CLS] state, then one logit
+        # (llama.cpp: {n_embd, n_embd} and {n_embd, n_cls_out}; n_cls_out is 1 without labels).
+        writer.add_tensor("cls.weight", weight(width, width))
+        writer.add_tensor("cls.bias", weight(width))
+        writer.add_tensor("cls.output.weight", weight(1, width))
+        writer.add_tensor("cls.output.bias", zeros(1))
 
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
@@ -375,3 +386,17 @@ def write_tiny_qwen25vl(
     writer.write_tensors_to_file()
     writer.close()
     return model_path, projector_path
+
+
+def write_with_template(source: Path, path: Path, template: str) -> Path:
+    """A copy of the GGUF at `source` whose chat template is `template` (weights and every
+    other key unchanged), e.g. SmolLM2 with a template that declares think tags."""
+    from gguf.scripts.gguf_new_metadata import MetadataDetails, copy_with_new_metadata
+
+    reader = gguf.GGUFReader(source)
+    arch = str(reader.fields[gguf.Keys.General.ARCHITECTURE].contents())
+    writer = gguf.GGUFWriter(str(path), arch=arch, endianess=reader.endianess)
+    template_key = gguf.Keys.Tokenizer.CHAT_TEMPLATE
+    copy_with_new_metadata(
+        reader, writer, {template_key: MetadataDetails(gguf.GGUFValueType.STRING, template)}, [])
+    return path

@@ -42,7 +42,8 @@ message = st.fixed_dictionaries(
      "content": st.one_of(st.text(max_size=60), st.lists(st.one_of(text_part, image_part,
                                                                     anything), max_size=3),
                           anything)},
-    optional={"name": anything, "tool_call_id": anything, "tool_calls": anything},
+    optional={"name": anything, "tool_call_id": anything, "tool_calls": anything,
+              "reasoning_content": anything, "reasoning": anything},
 )
 sampling = {
     "temperature": st.one_of(st.floats(-1, 3), anything), "top_p": anything,
@@ -58,7 +59,8 @@ chat_bodies = st.fixed_dictionaries(
               "logprobs": anything, "top_logprobs": anything, "tools": anything,
               "tool_choice": anything, "response_format": st.one_of(anything, st.just(
                   {"type": "json_schema", "json_schema": {"schema": {"type": "integer"}}})),
-              "functions": anything, "function_call": anything, **sampling},
+              "functions": anything, "function_call": anything, "reasoning_effort": anything,
+              **sampling},
 )
 completion_bodies = st.fixed_dictionaries(
     {"model": st.one_of(st.just("smollm2"), anything), "max_tokens": small_tokens},
@@ -141,6 +143,23 @@ def check_anthropic(response: httpx.Response, payload: bytes) -> None:
     else:
         answer = json.loads(payload)
         assert answer.get("type") == "message" or "input_tokens" in answer, answer
+
+# llama-server's own routes (protocols/llamacpp)
+token_ids = st.lists(st.one_of(st.integers(-2, 60000), st.just(2**63)), max_size=5)
+tokenize_bodies = st.fixed_dictionaries({}, optional={
+    "model": st.one_of(st.just("smollm2"), anything),
+    "content": st.one_of(st.text(max_size=40), st.lists(st.one_of(st.text(max_size=10),
+                                                                  st.integers(-2, 60000)),
+                                                        max_size=4), anything),
+    "add_special": anything, "parse_special": anything, "with_pieces": anything})
+detokenize_bodies = st.fixed_dictionaries({}, optional={
+    "model": st.one_of(st.just("smollm2"), anything), "tokens": st.one_of(token_ids, anything)})
+rerank_bodies = st.fixed_dictionaries({}, optional={
+    "model": st.one_of(st.just("smollm2"), anything), "query": st.one_of(st.text(max_size=20),
+                                                                         anything),
+    "documents": st.one_of(st.lists(st.one_of(st.text(max_size=20), st.fixed_dictionaries(
+        {"text": st.text(max_size=20)})), max_size=3), anything),
+    "top_n": anything, "return_documents": anything, "raw_scores": anything})
 
 
 # Ollama's API: `num_predict` is always small here, as -1 or a missing one generates until the
@@ -289,8 +308,10 @@ def check(http: httpx.Client, path: str, body: object) -> None:
         assert frames[-1] == "data: [DONE]"
         for frame in frames[:-1]:
             json.loads(frame.removeprefix("data: "))
-    elif path.endswith("embeddings"):
+    elif path.endswith(("embeddings", "rerank")):
         assert json.loads(payload)["object"] == "list"
+    elif path.endswith("tokenize"):
+        assert set(json.loads(payload)) in ({"tokens"}, {"content"})
     else:
         assert json.loads(payload)["choices"] is not None
 
@@ -314,6 +335,24 @@ def test_fuzz_embeddings(http: httpx.Client, body: dict) -> None:
 
 
 @FUZZ
+@given(body=tokenize_bodies)
+def test_fuzz_tokenize(http: httpx.Client, body: dict) -> None:
+    check(http, "/tokenize", body)
+
+
+@FUZZ
+@given(body=detokenize_bodies)
+def test_fuzz_detokenize(http: httpx.Client, body: dict) -> None:
+    check(http, "/detokenize", body)
+
+
+@FUZZ
+@given(body=rerank_bodies)
+def test_fuzz_rerank(http: httpx.Client, body: dict) -> None:
+    check(http, "/v1/rerank", body)
+
+
+@FUZZ
 @given(body=messages_bodies)
 def test_fuzz_messages(http: httpx.Client, body: dict) -> None:
     check(http, "/v1/messages", body)
@@ -332,7 +371,7 @@ def test_fuzz_responses(http: httpx.Client, body: dict) -> None:
 
 
 ROUTES = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses",
-          "/v1/messages", "/v1/messages/count_tokens")
+          "/v1/messages", "/v1/messages/count_tokens", "/tokenize", "/detokenize", "/v1/rerank")
 
 
 @FUZZ

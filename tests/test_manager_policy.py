@@ -22,10 +22,12 @@ from llamaserve.models.manager import (
     EmbeddingModelError,
     Limits,
     ModelBusyError,
+    ModelKindError,
     ModelLoadError,
     ModelManager,
     ModelNotDownloadedError,
     ModelNotFoundError,
+    ModelNotNamedError,
     ModelTooLargeError,
 )
 
@@ -73,8 +75,9 @@ class FakeLoader:
 
     def __init__(self, sizes: dict[str, int], *, missing: tuple[str, ...] = (),
                  unreadable: tuple[str, ...] = (), broken: tuple[str, ...] = (),
-                 load_seconds: float = 0.0) -> None:
+                 load_seconds: float = 0.0, rerankers: tuple[str, ...] = ()) -> None:
         self.sizes = sizes
+        self.rerankers = rerankers  # their headers say pooling type rank
         self.missing, self.unreadable, self.broken = missing, unreadable, broken
         self.load_seconds = load_seconds
         self.loads: list[str] = []  # "name" for an engine, "name:embedder" for an embedder
@@ -97,7 +100,7 @@ class FakeLoader:
             name=name, n_params=0, tensor_bytes=self.sizes[name], context_length=512,
             quantization=None, chat_template=None, block_count=0, embedding_length=0,
             head_count=0, head_count_kv=[], key_length=0, value_length=0, vocab_size=0,
-            metadata={},
+            metadata={"fake.pooling_type": 4} if name in self.rerankers else {},
         )
 
     def _load(self, name: str, options: LoadOptions) -> Any:
@@ -120,10 +123,11 @@ def make(sizes: dict[str, int], limits: Limits | None = None, embedding: tuple[s
          **failures: Any) -> tuple[ModelManager, FakeLoader, FakeClock]:
     """A manager serving `sizes` (in MB) with fakes; keep-alive forever unless limits say."""
     loader = FakeLoader({name: size * MB for name, size in sizes.items()}, **failures)
+    rerankers = failures.get("rerankers", ())
     clock = FakeClock()
     manager = ModelManager(limits or Limits(keep_alive=-1), loader=loader, clock=clock)
     for name in sizes:
-        kind = "embedding" if name in embedding else "chat"
+        kind = "embedding" if name in embedding else "rerank" if name in rerankers else "chat"
         spec = ModelSpec(id=name, kind=kind, source=Path(f"/models/{name}.gguf"),
                          context=context, aliases=(f"{name}-alias",))
         manager.add(spec, None, LoadOptions())
@@ -411,6 +415,34 @@ def test_a_chat_model_gets_its_embedding_context_once_and_loses_it_with_the_mode
     run(use(manager, "b"))
     assert loader.loads == ["a", "a:embedder", "b"]
     assert sorted(loader.closed) == ["a", "a:embedder"]
+
+
+def test_a_reranker_reranks_and_tokenizes_and_refuses_the_rest() -> None:
+    manager, loader, _ = make({"ranker": 100}, rerankers=("ranker",))
+    run(use(manager, "ranker", task="rerank"))
+    run(use(manager, "ranker", task="tokenize"))
+    for kwargs in ({}, {"embeddings": True}):
+        with pytest.raises(ModelKindError, match="is a reranker"):
+            run(use(manager, "ranker", **kwargs))
+    assert loader.loads == ["ranker:embedder"]
+
+
+def test_a_model_that_is_not_a_reranker_is_refused_before_it_loads() -> None:
+    manager, loader, _ = make({"chat": 100, "bge": 100}, embedding=("bge",))
+    with pytest.raises(ModelKindError, match="'chat' is a text generation model, not a rerank"):
+        run(use(manager, "chat", task="rerank"))
+    with pytest.raises(ModelKindError, match="'bge' is an embedding model, not a reranker"):
+        run(use(manager, "bge", task="rerank"))
+    assert loader.loads == [] and resident(manager) == []
+    run(use(manager, "chat", "bge", task="tokenize"))  # each with its only context
+    assert loader.loads == ["chat", "bge:embedder"]
+
+
+def test_the_model_may_go_unnamed_only_when_one_is_served() -> None:
+    assert make({"a": 100})[0].named(None) == "a"
+    assert make({"a": 100})[0].named("b") == "b"
+    with pytest.raises(ModelNotNamedError, match=r"several models \(a, b\)"):
+        make({"a": 100, "b": 100})[0].named(None)
 
 
 def test_registering_two_models_under_one_name_is_refused() -> None:

@@ -183,7 +183,8 @@ def show_command(name: str, catalog: Path | None, template: bool, ctx: int | Non
         click.echo(info.chat_template or "")
         return
     context = info.effective_context(ctx, spec.context,
-                                     embedding=spec.kind == "embedding" or info.embeds_only)
+                                     embedding=spec.kind in ("embedding", "rerank")
+                                     or info.embeds_only)
     parallel = DEFAULT_PARALLEL
     estimate = info.estimate(context, micro_batch(0), sequences=parallel)
     first_line = (info.chat_template or "").strip().splitlines()[:1]

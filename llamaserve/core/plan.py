@@ -133,6 +133,8 @@ def template_messages(request: ChatRequest, model: ResidentModel) -> list[dict[s
         if message.name:
             entry["name"] = message.name
         if message.role == "assistant":
+            if message.reasoning:  # the name thinking models' templates read (Qwen3, R1)
+                entry["reasoning_content"] = message.reasoning
             if message.function_call:
                 entry["function_call"] = message.function_call
             if message.tool_calls:

@@ -35,6 +35,7 @@ class Message:
     tool_call_id: str | None = None
     # OpenAI's legacy `function_call` on an assistant message, given to templates as is
     function_call: dict[str, Any] | None = None
+    reasoning: str | None = None  # an assistant's earlier thinking (reasoning_content)
 
 
 @dataclass(frozen=True)
@@ -125,6 +126,11 @@ class ChatRequest(GenerationOptions):
     tool_choice: ToolChoice | None = None  # None: auto with tools, none without
     response_format: ResponseFormat | None = None
     logprobs: int | None = None  # None: off; k: the chosen token's logprob and the top k
+    # False: ask the template not to think (its `enable_thinking` switch); None: the model's way
+    thinking: bool | None = None
+    # True: a thinking model's reasoning comes apart (ChoiceDelta.reasoning), for protocols
+    # that have a place for it; False: it stays in the content, as the model wrote it.
+    separate_reasoning: bool = False
 
 
 @dataclass

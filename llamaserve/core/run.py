@@ -22,6 +22,7 @@ from ..observability import Metrics
 from ..settings import Settings
 from .choices import ChoiceDelta, shape_choice
 from .plan import ChatPlan, fetch_images, plan_chat, template_messages
+from .reasoning import ReasoningFormat, model_format
 from .requests import ChatRequest, CompletionRequest, GenerationOptions, Sampling
 
 T = TypeVar("T")
@@ -254,11 +255,20 @@ async def start_chat(
     plan = plan_chat(request)
     images = await fetch_images(request, runtime.manager.find(request.model), runtime.settings)
 
+    # False: the template's switch where it has one (Qwen3's enable_thinking); others ignore it
+    template_options = {"enable_thinking": False} if request.thinking is False else {}
+
     async def start(index: int) -> AsyncIterator[ChoiceDelta]:
+        reasoning: list[ReasoningFormat | None] = [None]
+
         def build(model: ResidentModel) -> GenerationRequest:
+            if (request.separate_reasoning and runtime.settings.reasoning_format == "auto"
+                    and model.engine is not None):
+                reasoning[0] = model_format(model.engine)
             return GenerationRequest(
                 messages=template_messages(request, model),
                 tools=plan.tool_definitions(),
+                template_options=template_options,
                 max_tokens=request.max_tokens or model.spec.defaults.max_tokens,
                 stop=request.stop,
                 sampling=sampling_params(request.sampling, model, choice=index),
@@ -271,7 +281,7 @@ async def start_chat(
             )
 
         events = await open_generation(runtime, request, build)
-        return shape_choice(events, index, plan.mode, plan.tool_names)
+        return shape_choice(events, index, plan.mode, plan.tool_names, reasoning[0])
 
     starts = [lambda index=index: start(index) for index in range(request.n)]
     return plan, await _started(starts)

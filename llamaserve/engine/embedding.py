@@ -1,4 +1,5 @@
-"""Embeddings on llama.cpp: one embedding-mode context per model, on its own worker thread.
+"""Embeddings and reranking on llama.cpp: one embedding-mode context per model, on its own
+worker thread.
 
 A list of inputs is packed into as few `llama_batch`es as the context allows, one sequence id
 per input, and each pooled vector is read back with `llama_get_embeddings_seq`, as
@@ -6,6 +7,9 @@ llama-cpp-python's `Llama.embed` does. We drive the same internals (`_batch.add_
 `_ctx.decode`, `_ctx.get_embeddings_seq`) rather than call `Llama.embed`, because that method
 takes only strings and silently truncates long ones, where the API must accept token ids and
 refuse an input that does not fit with an error naming it.
+
+A reranker (pooling type rank) is loaded the same way; its (query, document) pairs are packed
+into batches like embedding inputs, and each sequence's output is its relevance (rerank.py).
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from llama_cpp import Llama
 
 from .logs import route_llama_logs
 from .options import LoadOptions
+from .rerank import PairFormat, Ranking, relevance
+from .tokens import Vocabulary
 from .types import EngineError
 
 logger = logging.getLogger(__name__)
@@ -54,7 +60,9 @@ def read_metadata(path: Path) -> dict[str, str]:
 def _pooling(metadata: dict[str, str]) -> int:
     arch = metadata.get("general.architecture", "")
     pooling = int(metadata.get(f"{arch}.pooling_type", llama_cpp.LLAMA_POOLING_TYPE_NONE))
-    return pooling if pooling in _VECTOR_POOLINGS else llama_cpp.LLAMA_POOLING_TYPE_MEAN
+    if pooling in _VECTOR_POOLINGS or pooling == llama_cpp.LLAMA_POOLING_TYPE_RANK:
+        return pooling
+    return llama_cpp.LLAMA_POOLING_TYPE_MEAN
 
 
 def pack_batches(lengths: Sequence[int], max_tokens: int, max_sequences: int) -> Iterator[range]:
@@ -84,10 +92,12 @@ class Embeddings:
 
 
 class Embedder:
-    """Pooled, L2-normalised embeddings of one model; one request at a time, off the loop."""
+    """Pooled, L2-normalised embeddings of one model, or a reranker's relevance scores; one
+    request at a time, off the loop."""
 
     def __init__(self, llama: Llama) -> None:
         self.llama = llama
+        self.vocabulary = Vocabulary(llama)
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed")
         n_ctx_train = llama._model.n_ctx_train() or llama.n_batch
         # A non-causal model evaluates a whole batch in one micro-batch, so one input may use
@@ -95,7 +105,14 @@ class Embedder:
         self.max_input_tokens = min(llama.n_batch, n_ctx_train)
         self.n_embd = llama.n_embd()
         self.n_vocab = llama.n_vocab()
-        self.pooling = _VECTOR_POOLINGS.get(llama.pooling_type(), str(llama.pooling_type()))
+        self.ranks = llama.pooling_type() == llama_cpp.LLAMA_POOLING_TYPE_RANK
+        self.pooling = "rank" if self.ranks else _VECTOR_POOLINGS.get(
+            llama.pooling_type(), str(llama.pooling_type()))
+        # What each sequence's pooled output holds: a vector, or the classification head's
+        # outputs (one per label).
+        self._width = (llama_cpp.llama_model_n_cls_out(llama._model.model) if self.ranks
+                       else self.n_embd)
+        self._pair_format = PairFormat.of(llama) if self.ranks else None
         self._n_seq_max = int(llama.context_params.n_seq_max)
 
     @classmethod
@@ -135,7 +152,7 @@ class Embedder:
         embedder = cls(llama)
         logger.info(
             "embedding context for %s: %s pooling, %d dims, inputs up to %d tokens",
-            path.name, embedder.pooling, embedder.n_embd, embedder.max_input_tokens,
+            path.name, embedder.pooling, embedder._width, embedder.max_input_tokens,
         )
         return embedder
 
@@ -150,6 +167,9 @@ class Embedder:
         """One unit vector per input, truncated to `dimensions` and renormalised if given.
         An input longer than the model embeds at once is an error, or with `truncate` (as
         Ollama's default) cut to its first tokens."""
+        if self.ranks:
+            raise EngineError("this model is a reranker: it scores (query, document) pairs "
+                              "and computes no embeddings", param="model")
         if dimensions is not None and dimensions > self.n_embd:
             raise EngineError(
                 f"'dimensions' is {dimensions}, but this model's embeddings have "
@@ -190,7 +210,52 @@ class Embedder:
 
     def _embed(self, inputs: list[EmbeddingInput], truncate: bool = False) -> Embeddings:
         sequences = [self._tokens(i, item, truncate) for i, item in enumerate(inputs)]
-        vectors = np.empty((len(sequences), self.n_embd), dtype=np.float32)
+        vectors, _ = self._evaluate(sequences)
+        return Embeddings(normalize(vectors), sum(len(s) for s in sequences))
+
+    async def rerank(self, query: str, documents: Sequence[str], raw: bool = False) -> Ranking:
+        """The relevance of each document to the query (see rerank.relevance for the scale),
+        every pair evaluated in as few batches as the context holds."""
+        if not self.ranks:
+            raise EngineError("this model is not a reranker (its pooling type is "
+                              f"{self.pooling}, not rank)", param="model")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._worker, self._rerank, query, list(documents),
+                                          raw)
+
+    def _rerank(self, query: str, documents: list[str], raw: bool) -> Ranking:
+        pairs = self._pairs(query, documents)
+        outputs, batches = self._evaluate(pairs)
+        return Ranking(relevance(outputs, raw), sum(len(p) for p in pairs), batches)
+
+    def _pairs(self, query: str, documents: list[str]) -> list[list[int]]:
+        """Each (query, document) pair's tokens, checked to fit one batch."""
+        pair_format, vocabulary = self._pair_format, self.vocabulary
+        assert pair_format is not None
+        if pair_format.template is None:
+            query_tokens = vocabulary.text_tokens(query, False, False)
+            pairs = [pair_format.join(query_tokens, vocabulary.text_tokens(doc, False, False))
+                     for doc in documents]
+        else:
+            pairs = [vocabulary.text_tokens(pair_format.render(query, doc), False, True)
+                     for doc in documents]
+        for index, pair in enumerate(pairs):
+            if not pair:  # a vocabulary that adds no special tokens, and two empty texts
+                raise EngineError(f"documents[{index}] and the query are both empty.",
+                                  param=f"documents[{index}]")
+            if len(pair) > self.max_input_tokens:
+                raise EngineError(
+                    f"documents[{index}] and the query together have {len(pair)} tokens, more "
+                    f"than this model reads at once ({self.max_input_tokens} tokens). Shorten "
+                    "or split the document.",
+                    param=f"documents[{index}]",
+                )
+        return pairs
+
+    def _evaluate(self, sequences: list[list[int]]) -> tuple[np.ndarray, int]:
+        """Each sequence's pooled output (a row of `_width` floats) and the number of
+        decodes, the sequences packed into as few batches as fit."""
+        outputs = np.empty((len(sequences), self._width), dtype=np.float32)
         llama, batch, ctx = self.llama, self.llama._batch, self.llama._ctx
         lengths = [len(s) for s in sequences]
         runs = list(pack_batches(lengths, self.llama.n_batch, self._n_seq_max))
@@ -203,10 +268,10 @@ class Embedder:
             ctx.decode(batch)
             for seq_id, i in enumerate(run):
                 pooled = ctx.get_embeddings_seq(seq_id)
-                vectors[i] = np.ctypeslib.as_array(pooled, shape=(self.n_embd,))
+                outputs[i] = np.ctypeslib.as_array(pooled, shape=(self._width,))
         batch.reset()
         ctx.kv_cache_clear()
         llama.reset()
-        logger.debug("%d inputs, %d tokens, in %d batches", len(inputs), sum(lengths),
+        logger.debug("%d sequences, %d tokens, in %d batches", len(sequences), sum(lengths),
                      len(runs))
-        return Embeddings(normalize(vectors), sum(lengths))
+        return outputs, len(runs)

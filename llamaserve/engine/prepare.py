@@ -88,7 +88,8 @@ class Preparer:
     ) -> tuple[list[int], list[str], MediaPrompt | None]:
         llama = self.llama
         if request.messages is not None:
-            rendered = self.prompter.render(request.messages, request.tools)
+            rendered = self.prompter.render(request.messages, request.tools,
+                                            request.template_options)
             if request.images:
                 if self.vision is None:
                     raise EngineError("this model does not accept images", param="messages")

@@ -78,6 +78,7 @@ class ChatPrompter:
         """`template` (Jinja) replaces the GGUF's; `default_system` is the system message added
         to conversations that have none (both come from a multimodal handler, see vision.py)."""
         self.default_system = default_system
+        self.template: str | None = None  # the Jinja text, when a template renders
         if chat_format is not None:
             if chat_format not in NAMED_FORMATS:
                 known = ", ".join(sorted(NAMED_FORMATS))
@@ -102,6 +103,7 @@ class ChatPrompter:
         def token_text(token_id: int) -> str:
             return model.token_get_text(token_id) if token_id != -1 else ""
 
+        self.template = template
         self._formatter = llama_chat_format.Jinja2ChatFormatter(
             template=template,
             eos_token=token_text(llama.token_eos()),
@@ -111,16 +113,18 @@ class ChatPrompter:
         self.knows_tools = "tools" in template
 
     def render(
-        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None,
+        options: dict[str, Any] | None = None,
     ) -> RenderedPrompt:
         """The prompt for `messages`; `tools` go to templates that render them, and into a
-        system prompt for templates that do not."""
+        system prompt for templates that do not; `options` are the template's own variables
+        (`enable_thinking`)."""
         if self.default_system and not any(m["role"] == "system" for m in messages):
             messages = [{"role": "system", "content": self.default_system}, *messages]
         if tools and not self.knows_tools:
             messages, tools = with_tool_instructions(messages, tools), None
         try:
-            result = self._formatter(messages=messages, tools=tools)
+            result = self._formatter(messages=messages, tools=tools, **(options or {}))
         except (jinja2.TemplateError, ValueError, TypeError, KeyError) as exc:
             # Templates reject conversations they cannot express ("roles must alternate"...).
             raise EngineError(

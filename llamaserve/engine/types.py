@@ -87,6 +87,7 @@ class GenerationRequest:
 
     messages: list[dict[str, Any]] | None = None
     tools: list[dict[str, Any]] | None = None  # given to the chat template
+    template_options: dict[str, Any] = field(default_factory=dict)  # e.g. enable_thinking
     prompt: str | list[int] | None = None
     suffix: str | None = None  # fill-in-the-middle: generate what goes between prompt and suffix
     max_tokens: int | None = None  # None: until the model stops or the context is full

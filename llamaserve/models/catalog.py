@@ -17,7 +17,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-ModelKind = Literal["chat", "embedding", "vision"]
+ModelKind = Literal["chat", "embedding", "rerank", "vision"]
 
 
 class CatalogError(ValueError):

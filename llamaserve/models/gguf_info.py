@@ -158,6 +158,9 @@ def split_parts(path: Path) -> list[Path]:
     ]
 
 
+RANK_POOLING = int(gguf.PoolingType.RANK)  # 4, llama.cpp's LLAMA_POOLING_TYPE_RANK
+
+
 @dataclass(frozen=True)
 class MemoryEstimate:
     """Bytes a loaded model needs: weights, KV cache for the context, compute buffer."""
@@ -201,6 +204,12 @@ class ModelInfo:
         causal = self.metadata.get(f"{self.architecture}.attention.causal")
         pooling = self.metadata.get(f"{self.architecture}.pooling_type")
         return causal is False or (isinstance(pooling, int) and pooling != 0)
+
+    @property
+    def ranks(self) -> bool:
+        """A reranker: pooling type rank (llama.cpp's LLAMA_POOLING_TYPE_RANK, 4), whose
+        classification head scores (query, document) pairs."""
+        return self.metadata.get(f"{self.architecture}.pooling_type") == RANK_POOLING
 
     def effective_context(
         self, requested: int | None = None, catalog: int | None = None, *, embedding: bool = False

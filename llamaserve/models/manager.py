@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol
 
 from ..engine import BatchEngine, LoadOptions
 from ..engine.embedding import Embedder
@@ -48,7 +48,21 @@ class ModelNotFoundError(ModelError, LookupError):
         self.name = name
 
 
-class EmbeddingModelError(ModelError, ValueError):
+class ModelNotNamedError(ModelError, ValueError):
+    """A request without a model name on a server that serves several."""
+
+
+# What a request wants of a model: text generation (the engine), embeddings (an embedding
+# context: an embedding model's only one, or a chat model's second), relevance scores (a
+# reranker's context), or its vocabulary (whichever context is there).
+Task = Literal["generate", "embed", "rerank", "tokenize"]
+
+
+class ModelKindError(ModelError, ValueError):
+    """A task the model's kind cannot do: a chat model asked to rerank, a reranker to chat."""
+
+
+class EmbeddingModelError(ModelKindError):
     """A text generation asked of a model that only computes embeddings."""
 
     def __init__(self, name: str) -> None:
@@ -137,6 +151,7 @@ class ResidentModel:
     # Embeddings: the only context of an embedding model; made on first use for a chat model.
     embedder: Embedder | None = None
     embedding_only: bool = False
+    reranker: bool = False  # an embedding-only model whose output is a relevance score
     info: ModelInfo | None = None
     estimate: MemoryEstimate | None = None
     measured_bytes: int | None = None  # growth of the process's RSS during the load
@@ -216,6 +231,18 @@ class ModelManager:
             model.spec = replace(model.spec, aliases=(*model.spec.aliases, alias))
         return model
 
+    def named(self, name: str | None) -> str:
+        """`name`, or the only served model's when a request leaves the model out (llama-server
+        clients do, as it serves one model)."""
+        if name is not None:
+            return name
+        if len(self._models) == 1:
+            return next(iter(self._models))
+        raise ModelNotNamedError(
+            "This server serves several models "
+            f"({', '.join(self._models) or 'none'}): name one in 'model'."
+        )
+
     # -- planning: pure decisions on the current state, no awaiting in between --------------
 
     def _prepare(self, model: ResidentModel) -> None:
@@ -233,12 +260,34 @@ class ModelManager:
             except GGUFError as exc:
                 raise ModelLoadError(f"cannot load model '{model.spec.id}': {exc}") from exc
             # The one decision of the context: the engine is loaded with what is estimated.
-            model.embedding_only = model.spec.kind == "embedding" or model.info.embeds_only
+            model.reranker = model.info.ranks
+            model.embedding_only = (model.spec.kind in ("embedding", "rerank")
+                                    or model.info.embeds_only)
             context = model.info.effective_context(model.options.n_ctx, model.spec.context,
                                                    embedding=model.embedding_only)
             model.options = options = replace(model.options, n_ctx=context)
             model.estimate = model.info.estimate(context, micro_batch(options.n_gpu_layers),
                                                  sequences=options.parallel)
+
+    @staticmethod
+    def _refuse(model: ResidentModel, task: Task) -> None:
+        """ModelKindError when the model cannot do `task` (known once its header is read)."""
+        name = model.spec.id
+        if task == "rerank" and not model.reranker:
+            kind = "an embedding model" if model.embedding_only else "a text generation model"
+            raise ModelKindError(
+                f"The model '{name}' is {kind}, not a reranker: reranking needs a cross-encoder "
+                "GGUF whose pooling type is rank (e.g. bge-reranker-v2-m3). Serve one and name "
+                "it in 'model'."
+            )
+        if model.reranker and task in ("generate", "embed"):
+            asked = "embeddings" if task == "embed" else "chat or text completions"
+            raise ModelKindError(
+                f"The model '{name}' is a reranker: it answers POST /v1/rerank (and /tokenize), "
+                f"not {asked}. Serve an embedding or chat model for those."
+            )
+        if task == "generate" and model.embedding_only:
+            raise EmbeddingModelError(name)
 
     def _victims(self, model: ResidentModel) -> list[ResidentModel]:
         """Idle models to unload, least recently used first, so that `model` fits."""
@@ -341,11 +390,12 @@ class ModelManager:
             self._load_lock = asyncio.Lock()
         return self._load_lock
 
-    async def _ensure_loaded(self, model: ResidentModel) -> None:
+    async def _ensure_loaded(self, model: ResidentModel, task: Task) -> None:
         async with self._lock():  # one load at a time: concurrent first requests share it
             if model.loaded:
                 return
             await asyncio.to_thread(self._prepare, model)
+            self._refuse(model, task)  # before loading a model that cannot serve the request
             for victim in self._victims(model):
                 for context in self._detach(victim, "least recently used, making room"):
                     await asyncio.to_thread(context.close)
@@ -353,12 +403,16 @@ class ModelManager:
 
     @asynccontextmanager
     async def use(
-        self, name: str, keep_alive: float | None = None, *, embeddings: bool = False
+        self, name: str, keep_alive: float | None = None, *, embeddings: bool = False,
+        task: Task = "generate",
     ) -> AsyncIterator[ResidentModel]:
         """The model answering to `name`, loaded, counted as in use until the block ends.
         `keep_alive` (seconds; 0 = unload when done, negative = forever), when given, becomes
-        the model's keep-alive from now on, as in Ollama. With `embeddings`, its `embedder` is
-        ready too; without, its `engine` (text generation), else EmbeddingModelError."""
+        the model's keep-alive from now on, as in Ollama. For `task` "generate" its `engine`
+        is ready, for "embed" (also `embeddings=True`) and "rerank" its `embedder`, for
+        "tokenize" either; a model that cannot do the task: ModelKindError."""
+        if embeddings:
+            task = "embed"
         model = self.find(name)
         if model is None:
             raise ModelNotFoundError(name, [m.spec.id for m in self._models.values()])
@@ -366,13 +420,12 @@ class ModelManager:
         model.expires_at = None
         try:
             if not model.loaded:
-                await self._ensure_loaded(model)
-            if embeddings and model.embedder is None:
+                await self._ensure_loaded(model, task)
+            self._refuse(model, task)
+            if task == "embed" and model.embedder is None:
                 async with self._lock():
                     if model.embedder is None:
                         model.embedder = await asyncio.to_thread(self._load_embedder, model)
-            elif not embeddings and model.engine is None:
-                raise EmbeddingModelError(model.spec.id)
             model.last_used = self._clock()
             yield model
         finally:

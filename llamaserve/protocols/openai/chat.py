@@ -106,6 +106,8 @@ def chat_request(body: ChatCompletionRequest, keep_alive: float | None) -> ChatR
         tool_choice=choice,
         response_format=response_format,
         logprobs=(body.top_logprobs or 0) if body.logprobs else None,
+        thinking=False if body.reasoning_effort == "none" else None,
+        separate_reasoning=True,  # as message/delta.reasoning_content (and reasoning)
     )
 
 
@@ -127,6 +129,7 @@ def _message(i: int, message: Any) -> Message:
     role = "system" if message.role == "developer" else message.role
     result = Message(role=role, content=content, name=getattr(message, "name", None))
     if message.role == "assistant":
+        result.reasoning = message.reasoning_content or message.reasoning
         if message.function_call:
             result.function_call = message.function_call.model_dump()
         result.tool_calls = [ToolCall(call.id, call.function.name, call.function.arguments)
@@ -203,6 +206,7 @@ async def _fold(
     legacy: bool,
 ) -> dict[str, Any]:
     texts: list[list[str]] = [[] for _ in range(n)]
+    thoughts: list[list[str]] = [[] for _ in range(n)]
     logprobs: list[list[Any]] = [[] for _ in range(n)]
     calls: list[list[ParsedToolCall]] = [[] for _ in range(n)]
     finishes: list[str] = ["stop"] * n
@@ -211,6 +215,8 @@ async def _fold(
         i = delta.index
         if delta.content:
             texts[i].append(delta.content)
+        if delta.reasoning:
+            thoughts[i].append(delta.reasoning)
         if delta.logprobs:
             logprobs[i].extend(delta.logprobs)
         if delta.tool_calls:
@@ -222,6 +228,8 @@ async def _fold(
     for i in range(n):
         message = AssistantReply(role="assistant", refusal=None,
                                  content="".join(texts[i]) or (None if calls[i] else ""))
+        if thoughts[i]:
+            message.reasoning_content = message.reasoning = "".join(thoughts[i])
         if calls[i] and legacy:
             first = calls[i][0]
             message.function_call = CalledFunction(name=first.name, arguments=first.arguments)
@@ -264,7 +272,11 @@ async def _chunks(
             if i not in started:  # OpenAI's first chunk of a choice carries the role
                 started.add(i)
                 yield chunk(choice(i, ChatDelta(role="assistant", content="")))
-            if delta.content or delta.logprobs:
+            if delta.reasoning:
+                logprobs = wire_logprobs(delta.logprobs) if delta.logprobs else None
+                yield chunk(choice(i, ChatDelta(reasoning_content=delta.reasoning,
+                                                reasoning=delta.reasoning), logprobs))
+            elif delta.content or delta.logprobs:
                 logprobs = wire_logprobs(delta.logprobs) if delta.logprobs else None
                 yield chunk(choice(i, ChatDelta(content=delta.content or ""), logprobs))
             for k, call in enumerate(delta.tool_calls or []):

@@ -82,6 +82,9 @@ class AssistantMessage(_Request):
     name: str | None = None
     tool_calls: list[ToolCall] | None = None
     function_call: FunctionCall | None = None
+    # An earlier reply's thinking, as llama-server / LiteLLM (first) and Ollama / vLLM name it
+    reasoning_content: str | None = None
+    reasoning: str | None = None
 
 
 class ToolMessage(_Request):
@@ -195,6 +198,8 @@ class ChatCompletionRequest(_Sampling):
     logprobs: bool | None = False
     max_completion_tokens: int | None = Field(default=None, ge=1)
     parallel_tool_calls: bool | None = None
+    # Accepted for reasoning models; "none" turns the template's thinking switch off.
+    reasoning_effort: Literal["none", "minimal", "low", "medium", "high"] | None = None
     response_format: ResponseFormat | None = None
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     tools: list[Tool] | None = Field(default=None, max_length=MAX_TOOLS)
@@ -266,6 +271,9 @@ class CalledTool(BaseModel):
 class AssistantReply(BaseModel):
     role: Literal["assistant"] = "assistant"
     content: str | None
+    # A thinking model's reasoning, under both names clients read (set only when there is one)
+    reasoning_content: str | None = None
+    reasoning: str | None = None
     refusal: str | None = None
     tool_calls: list[CalledTool] | None = None
     function_call: CalledFunction | None = None
@@ -303,6 +311,8 @@ class ToolCallDelta(BaseModel):
 class ChatDelta(BaseModel):
     role: Literal["assistant"] | None = None
     content: str | None = None
+    reasoning_content: str | None = None
+    reasoning: str | None = None
     tool_calls: list[ToolCallDelta] | None = None
     function_call: FunctionDelta | None = None
 
