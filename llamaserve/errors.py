@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .engine import EngineBusyError, EngineError, EngineInternalError
-from .models.manager import (
+from .models.errors import (
     EmbeddingModelError,
     ModelBusyError,
     ModelKindError,

@@ -20,6 +20,8 @@ from urllib.parse import urljoin, urlsplit
 import httpx
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .engine.types import ImageInput
+
 logger = logging.getLogger(__name__)
 
 FORMATS = ("PNG", "JPEG", "WEBP", "GIF")
@@ -42,13 +44,6 @@ class FetchLimits:
     block_private: bool = False  # refuse hosts that resolve to private or loopback addresses
 
 
-@dataclass(frozen=True)
-class DecodedImage:
-    width: int
-    height: int
-    rgb: bytes  # packed 8-bit RGB, row by row
-
-
 def parse_data_uri(uri: str, max_bytes: int) -> bytes:
     """The bytes of a `data:image/...;base64,...` URI."""
     match = _DATA_URI.match(uri)
@@ -68,7 +63,7 @@ def parse_data_uri(uri: str, max_bytes: int) -> bytes:
         raise ImageError(f"the data URI's base64 data is invalid: {exc}") from exc
 
 
-def decode_image(data: bytes) -> DecodedImage:
+def decode_image(data: bytes) -> ImageInput:
     """PNG, JPEG, WebP or GIF (first frame) → RGB, with EXIF orientation applied and
     transparency flattened onto white."""
     try:
@@ -85,7 +80,7 @@ def decode_image(data: bytes) -> DecodedImage:
         raise ImageError(
             f"the data is not a decodable image (supported: {', '.join(FORMATS)})"
         ) from exc
-    return DecodedImage(rgb.width, rgb.height, rgb.tobytes())
+    return ImageInput(rgb.width, rgb.height, rgb.tobytes())
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
@@ -142,7 +137,7 @@ async def fetch(url: str, limits: FetchLimits, client: httpx.AsyncClient) -> byt
     raise ImageError(f"the URL redirects more than {limits.max_redirects} times")
 
 
-async def load_image(url: str, limits: FetchLimits, client: httpx.AsyncClient) -> DecodedImage:
+async def load_image(url: str, limits: FetchLimits, client: httpx.AsyncClient) -> ImageInput:
     """A data URI or http(s) URL → decoded RGB pixels (decoding runs in a worker thread)."""
     if url.startswith("data:"):
         data = parse_data_uri(url, limits.max_bytes)

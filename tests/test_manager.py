@@ -159,7 +159,7 @@ def test_two_models_resident_and_ps_reports_them(serve) -> None:
 
 
 def test_least_recently_used_model_is_evicted_under_a_small_budget(serve) -> None:
-    live = serve("--keep-alive", "-1", "--max-memory", str(int(SMOL_BYTES * 2.5)))
+    live = serve("--keep-alive", "-1", "--max-memory", f"{int(SMOL_BYTES * 2.5)}B")
     for model in ("smol-a", "smol-b", "smol-a", "smol-c"):
         assert chat(live, model).status_code == 200
     assert sorted(loaded(live)) == ["smol-a", "smol-c"]  # b was least recently used
@@ -175,7 +175,7 @@ def test_max_models_limits_the_count(serve) -> None:
 
 def test_a_model_with_a_request_in_flight_is_never_evicted(serve, smollm2_path: Path) -> None:
     size = read_model_info(smollm2_path).estimate(2048, 63, sequences=4).total
-    live = serve("--keep-alive", "-1", "--ctx", "2048", "--max-memory", str(int(size * 1.5)))
+    live = serve("--keep-alive", "-1", "--ctx", "2048", "--max-memory", f"{int(size * 1.5)}B")
     # SmolLM2 counts on to max_tokens at temperature 0: a long stream, which
     # closing the connection cancels.
     body = {"model": "smol-a", "prompt": "1, 2, 3, 4, 5, 6, 7, 8, 9, 10,", "max_tokens": 1900,

@@ -17,8 +17,9 @@ from pydantic import ValidationError
 from .. import __version__
 from ..host import default_max_memory
 from ..models.catalog import CatalogError, load_catalog, resolve
+from ..models.errors import ModelUnavailableError
 from ..models.hub import ModelFilesError, is_local, pull
-from ..models.manager import Limits, ModelManager, ModelUnavailableError
+from ..models.manager import Limits, ModelManager
 from ..observability import configure_logging
 from ..settings import RUN_KEEP_ALIVE, SERVE_KEEP_ALIVE, Settings, load_options
 from .models import pull_options, register

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from ..engine import GenerationRequest
 from ..errors import request_error
-from ..models.manager import ModelError
+from ..models.errors import ModelError
 from .plan import fetch_images, plan_chat, template_messages
 from .requests import ChatRequest
 from .run import Runtime

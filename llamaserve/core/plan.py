@@ -172,11 +172,10 @@ async def fetch_images(
 
     async def one(image: Image, client: httpx.AsyncClient) -> ImageInput:
         try:
-            decoded = await load_image(image.url, limits, client)
+            return await load_image(image.url, limits, client)
         except ImageError as exc:
             raise RequestError(400, f"{image.param}: {exc}.", param=image.param,
                                code="invalid_image") from exc
-        return ImageInput(decoded.width, decoded.height, decoded.rgb)
 
     async with httpx.AsyncClient(timeout=limits.timeout) as client:
         return list(await asyncio.gather(*(one(image, client) for image in images)))

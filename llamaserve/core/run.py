@@ -17,7 +17,8 @@ from typing import Any, TypeVar
 
 from ..engine import Event, Finished, GenerationRequest, SamplingParams
 from ..errors import RequestError, request_error
-from ..models.manager import ModelError, ModelManager, ResidentModel
+from ..models.errors import ModelError
+from ..models.manager import ModelManager, ResidentModel
 from ..observability import Metrics
 from ..settings import Settings
 from .choices import ChoiceDelta, shape_choice

@@ -77,11 +77,6 @@ class LogprobReader:
         raw = self.llama.detokenize([token], special=True)
         return raw.decode("utf-8", errors="replace"), raw
 
-    def last_row(self) -> np.ndarray:
-        """The logits the last sampled token was drawn from."""
-        pointer = self.llama._ctx.get_logits_ith(-1)
-        return np.ctypeslib.as_array(pointer, shape=(self.n_vocab,))
-
     def read(self, row: np.ndarray, token: int) -> TokenLogprob:
         logprobs = log_softmax(row.astype(np.float32))
         top: list[tuple[str, bytes, float]] = []

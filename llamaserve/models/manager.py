@@ -21,35 +21,29 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
-from pathlib import Path
-from typing import Literal, Protocol
+from typing import Literal
 
 from ..engine import BatchEngine, LoadOptions
 from ..engine.embedding import Embedder
 from ..engine.options import micro_batch
 from ..host import resident_bytes
 from .catalog import ModelSpec
-from .gguf_info import GGUFError, MemoryEstimate, ModelInfo, human_bytes, read_model_info
-from .hub import ModelFiles, ModelFilesError, NotDownloadedError, locate_cached
+from .errors import (
+    EmbeddingModelError,
+    ModelBusyError,
+    ModelKindError,
+    ModelLoadError,
+    ModelNotDownloadedError,
+    ModelNotFoundError,
+    ModelNotNamedError,
+    ModelTooLargeError,
+    ModelUnavailableError,
+)
+from .gguf_info import GGUFError, MemoryEstimate, ModelInfo, human_bytes
+from .hub import ModelFiles, ModelFilesError, NotDownloadedError
+from .loader import LlamaLoader, Loader
 
 logger = logging.getLogger(__name__)
-
-
-class ModelError(Exception):
-    """Why the manager cannot hand out a model; api/errors.py says what each one answers."""
-
-
-class ModelNotFoundError(ModelError, LookupError):
-    def __init__(self, name: str, known: list[str]) -> None:
-        super().__init__(
-            f"The model '{name}' does not exist or is not served here. "
-            f"Served models: {', '.join(known) or 'none'}."
-        )
-        self.name = name
-
-
-class ModelNotNamedError(ModelError, ValueError):
-    """A request without a model name on a server that serves several."""
 
 
 # What a request wants of a model: text generation (the engine), embeddings (an embedding
@@ -58,87 +52,11 @@ class ModelNotNamedError(ModelError, ValueError):
 Task = Literal["generate", "embed", "rerank", "tokenize"]
 
 
-class ModelKindError(ModelError, ValueError):
-    """A task the model's kind cannot do: a chat model asked to rerank, a reranker to chat."""
-
-
-class EmbeddingModelError(ModelKindError):
-    """A text generation asked of a model that only computes embeddings."""
-
-    def __init__(self, name: str) -> None:
-        super().__init__(
-            f"The model '{name}' is an embedding model: it answers POST /v1/embeddings only, "
-            "not chat or text completions. Serve a chat model for those."
-        )
-        self.name = name
-
-
-class ModelUnavailableError(ModelError, RuntimeError):
-    """A served model that cannot be used now."""
-
-
-class ModelNotDownloadedError(ModelUnavailableError):
-    """A Hub model whose files are not in the cache: `llamaserve pull` it."""
-
-
-class ModelTooLargeError(ModelUnavailableError):
-    """The model needs more memory than the whole budget: retrying will not help."""
-
-
-class ModelBusyError(ModelUnavailableError):
-    """Loading the model needs memory held by models with requests in flight."""
-
-
-class ModelLoadError(ModelUnavailableError):
-    """A model file that llama.cpp refused to load; the message names the file. The server
-    and its other models keep serving."""
-
-
 @dataclass(frozen=True)
 class Limits:
     max_memory: int | None = None  # bytes; None: no budget
     max_models: int | None = None
     keep_alive: float = 300.0  # seconds idle before unloading; 0: at once; negative: never
-
-
-class Loader(Protocol):
-    """Where the manager gets a model's files, header and contexts. Every call blocks (the
-    manager makes it from a worker thread) and raises only what its docstring says."""
-
-    def locate(self, spec: ModelSpec) -> ModelFiles:
-        """The model's files on disk, without network access: NotDownloadedError for a Hub
-        model not in the cache, ModelFilesError for other missing files."""
-        ...
-
-    def read_info(self, weights: Path) -> ModelInfo:
-        """The GGUF header (GGUFError if it is not one): the memory estimate comes from it."""
-        ...
-
-    def load_engine(self, files: ModelFiles, options: LoadOptions) -> BatchEngine:
-        """A text engine, with the projector if any (ValueError, RuntimeError or OSError when
-        llama.cpp refuses the file)."""
-        ...
-
-    def load_embedder(self, weights: Path, options: LoadOptions, *, chat_model: bool) -> Embedder:
-        """An embedding context: an embedding model's only one, or a chat model's second."""
-        ...
-
-
-class LlamaLoader:
-    """The real loader: the Hugging Face cache (or a path, or a package), the GGUF header,
-    llama.cpp."""
-
-    def locate(self, spec: ModelSpec) -> ModelFiles:
-        return locate_cached(spec)
-
-    def read_info(self, weights: Path) -> ModelInfo:
-        return read_model_info(weights)
-
-    def load_engine(self, files: ModelFiles, options: LoadOptions) -> BatchEngine:
-        return BatchEngine.load(files.weights, options, files.projector)
-
-    def load_embedder(self, weights: Path, options: LoadOptions, *, chat_model: bool) -> Embedder:
-        return Embedder.load(weights, options, chat_model=chat_model)
 
 
 @dataclass
