@@ -18,8 +18,8 @@ invalid when its content does not parse as JSON or does not validate against the
 Speed: one streamed chat completion of --tokens tokens at temperature 0, the same prompt with
 no constraint (end-of-generation tokens banned, so it runs the full length) and with two JSON
 schemas (a long free-text string; an array of many small records, where the grammar has more
-to do per token); median decode tokens/s over --rounds, then the same at concurrency
---parallel (aggregate tokens/s).
+to do per token), and --parallel such streams together (aggregate tokens/s); medians over
+--rounds rounds, each running every schema in turn so that load changes hit them alike.
 """
 
 from __future__ import annotations
@@ -146,24 +146,68 @@ async def stream_rate(client: httpx.AsyncClient, url: str, model: str, tokens: i
 
 async def speed(url: str, model: str, tokens: int, rounds: int, parallel: int,
                 no_eog: dict[str, float]) -> dict[str, dict[str, float]]:
-    results: dict[str, dict[str, float]] = {}
+    """Rounds interleave the schemas (none, free string, many records, none, ...), so that a
+    change in the machine's load hits all of them alike."""
+    rates: dict[str, list[float]] = {name: [] for name in SPEED_SCHEMAS}
+    lengths: dict[str, list[int]] = {name: [] for name in SPEED_SCHEMAS}
+    aggregate: dict[str, list[float]] = {name: [] for name in SPEED_SCHEMAS}
     async with httpx.AsyncClient(timeout=600, limits=FRESH) as client:
-        await stream_rate(client, url, model, 8, None, no_eog)  # warm-up
-        for name, schema in SPEED_SCHEMAS.items():
-            await stream_rate(client, url, model, 8, schema, no_eog)  # compile/tokenizer warm-up
-            rates, lengths = [], []
-            for _ in range(rounds):
+        for schema in SPEED_SCHEMAS.values():  # warm-up: tokenizer, compile, caches
+            await stream_rate(client, url, model, 8, schema, no_eog)
+        for _ in range(rounds):
+            for name, schema in SPEED_SCHEMAS.items():
                 count, seconds = await stream_rate(client, url, model, tokens, schema, no_eog)
-                rates.append((count - 1) / seconds if count > 1 and seconds > 0 else 0.0)
-                lengths.append(count)
+                rates[name].append((count - 1) / seconds if count > 1 and seconds > 0 else 0.0)
+                lengths[name].append(count)
+            for name, schema in SPEED_SCHEMAS.items():
+                started = time.perf_counter()
+                together = await asyncio.gather(*(stream_rate(client, url, model, tokens,
+                                                              schema, no_eog)
+                                                  for _ in range(parallel)))
+                wall = time.perf_counter() - started
+                aggregate[name].append(sum(count for count, _ in together) / wall)
+    return {name: {"stream_tps": statistics.median(rates[name]),
+                   "tokens": statistics.median(lengths[name]),
+                   "aggregate_tps": statistics.median(aggregate[name])}
+            for name in SPEED_SCHEMAS}
+
+
+def mask_cost(gguf: Path) -> dict[str, float]:
+    """Microseconds per token the constraint adds to one sequence (mask + accept), in
+    process, replaying a valid answer to each speed schema: the figure the load on the
+    machine disturbs least."""
+    import numpy as np
+    from llama_cpp import Llama
+
+    from llamaserve.engine.constraint import SchemaCompiler
+    from llamaserve.engine.types import JsonSchema
+
+    vocab_only = Llama(str(gguf), vocab_only=True, verbose=False)
+    compiler = SchemaCompiler(vocab_only._model.vocab, vocab_only.n_vocab())
+    compiler.tokenizer()
+    answers = {
+        "free string": json.dumps({"story": "The keeper climbed the stairs again. " * 40}),
+        "many records": json.dumps([{"name": f"Ann{i}", "age": 20 + i, "city": "Oslo"}
+                                    for i in range(40)]),
+    }
+    row = np.random.default_rng(0).standard_normal(vocab_only.n_vocab()).astype(np.float32)
+    costs = {}
+    for name, answer in answers.items():
+        schema = SPEED_SCHEMAS[name]
+        assert schema is not None
+        tokens = vocab_only.tokenize(answer.encode(), add_bos=False, special=False)
+        best = float("inf")
+        for _ in range(3):
+            constraint = compiler.compile(JsonSchema(schema, "bench"))
+            assert constraint is not None
             started = time.perf_counter()
-            together = await asyncio.gather(*(stream_rate(client, url, model, tokens, schema,
-                                                          no_eog) for _ in range(parallel)))
-            wall = time.perf_counter() - started
-            results[name] = {"stream_tps": statistics.median(rates),
-                             "tokens": statistics.median(lengths),
-                             "aggregate_tps": sum(count for count, _ in together) / wall}
-    return results
+            for token in tokens:
+                constraint.mask(row.copy())
+                constraint.accept(token)
+            best = min(best, (time.perf_counter() - started) / len(tokens))
+        costs[name] = best * 1e6
+    vocab_only.close()
+    return costs
 
 
 def report(name: str, valid: dict[str, dict[str, Any]] | None,
@@ -180,8 +224,8 @@ def report(name: str, valid: dict[str, dict[str, Any]] | None,
         broken = sum(1 for r in valid.values() if r["invalid"])
         print(f"\nfamilies with invalid output: {broken} of {len(valid)}")
     if rates is not None:
-        print(f"\nspeed, {args.tokens} tokens at temperature 0, one stream (median of "
-              f"{args.rounds}) and {args.parallel} streams together:\n")
+        print(f"\nspeed, {args.tokens} tokens at temperature 0, one stream and {args.parallel} "
+              f"streams together (medians of {args.rounds} interleaved rounds):\n")
         print("| schema | tokens | stream t/s | vs none | aggregate t/s | vs none |")
         print("|---|---|---|---|---|---|")
         base = rates.get("none")
@@ -229,6 +273,10 @@ def main() -> None:
         report(name, valid, rates, args)
 
     print(f"{gguf.name}, {args.threads} threads, {args.parallel} parallel")
+    if "speed" not in args.skip:
+        costs = mask_cost(gguf)
+        print("\nllamaserve's constraint per token and sequence, in process (mask + accept, "
+              "best of 3): " + ", ".join(f"{name} {us:.0f} µs" for name, us in costs.items()))
     for target in args.target:
         name, url = target.split("=", 1)
         measure(name, url)
