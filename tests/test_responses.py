@@ -139,7 +139,7 @@ def test_sdk_parse_fills_output_parsed(client: openai.OpenAI) -> None:
 
 
 def test_json_object_format_is_an_object(http: httpx.Client) -> None:
-    body = create(http, input="Give me a JSON object.", max_output_tokens=30,
+    body = create(http, input="Give me a JSON object.", max_output_tokens=60,
                   text={"format": {"type": "json_object"}})
     assert body["status"] == "completed"
     assert isinstance(json.loads(body["output"][0]["content"][0]["text"]), dict)

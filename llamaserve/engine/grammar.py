@@ -74,6 +74,9 @@ def tool_call_schema(functions: list[tuple[str, dict[str, Any]]], param: str) ->
                 "arguments": _rebase_refs(parameters, f"#{base}/properties/arguments"),
             },
             "required": ["name", "arguments"],
+            # nothing else: the reply ends when the call does (JSON Schema would allow more
+            # keys, and a small model writes them until max_tokens)
+            "additionalProperties": False,
         })
         parts.append((f"{base}/properties/arguments", where))
     schema = options[0] if len(options) == 1 else {"anyOf": options}
