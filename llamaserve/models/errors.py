@@ -3,6 +3,11 @@ maps each class to its answer."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .catalog import HubRef
+
 
 class ModelError(Exception):
     """Why the manager cannot hand out a model; api/errors.py says what each one answers."""
@@ -57,3 +62,26 @@ class ModelBusyError(ModelUnavailableError):
 class ModelLoadError(ModelUnavailableError):
     """A model file that llama.cpp refused to load; the message names the file. The server
     and its other models keep serving."""
+
+
+# Getting a model's files (hub.py)
+
+class ModelFilesError(RuntimeError):
+    """A model's files are missing and cannot be fetched; the message says what to do."""
+
+
+class NotDownloadedError(ModelFilesError):
+    """A Hub model that is not in the cache, when downloading is not allowed."""
+
+
+class AmbiguousFileError(ModelFilesError):
+    """An `hf:` reference that matches several GGUF files."""
+
+    def __init__(self, message: str, ref: HubRef, candidates: list[str]) -> None:
+        super().__init__(message)
+        self.ref = ref
+        self.candidates = candidates
+
+
+class HashMismatchError(ModelFilesError):
+    """A downloaded file whose SHA-256 is not the one the Hub or the catalog announced."""

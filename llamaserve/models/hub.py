@@ -9,7 +9,6 @@ against the Hub's LFS hash, so `fetch_file` does, and deletes a file that does n
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import importlib
 import importlib.util
 import logging
@@ -20,32 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from .catalog import HubRef, HubSource, ModelSpec, PackageSource
+from .digests import SHA256_HEX, digest_of, discard_cached
+from .errors import AmbiguousFileError, HashMismatchError, ModelFilesError, NotDownloadedError
 from .gguf_info import SPLIT_PATTERN, split_parts
 
 logger = logging.getLogger(__name__)
-SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 GIT_SHA1_HEX = re.compile(r"^[0-9a-f]{40}$")
-
-
-class ModelFilesError(RuntimeError):
-    """A model's files are missing and cannot be fetched; the message says what to do."""
-
-
-class NotDownloadedError(ModelFilesError):
-    """A Hub model that is not in the cache, when downloading is not allowed."""
-
-
-class AmbiguousFileError(ModelFilesError):
-    """An `hf:` reference that matches several GGUF files."""
-
-    def __init__(self, message: str, ref: HubRef, candidates: list[str]) -> None:
-        super().__init__(message)
-        self.ref = ref
-        self.candidates = candidates
-
-
-class HashMismatchError(ModelFilesError):
-    """A downloaded file whose SHA-256 is not the one the Hub or the catalog announced."""
 
 
 @dataclass(frozen=True)
@@ -237,34 +216,10 @@ def _http_failure(model_id: str, repo: str, exc: Exception) -> str:
     return f"model '{model_id}': the Hub answered with an error for {repo}: {exc}"
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        while chunk := stream.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def git_sha1_of(path: Path) -> str:
-    """The git blob id, which the Hub sends as the ETag of files not stored in LFS."""
-    digest = hashlib.sha1(f"blob {path.stat().st_size}\0".encode())  # noqa: S324 - git's id
-    with path.open("rb") as stream:
-        while chunk := stream.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _discard(snapshot_path: Path) -> None:
-    """Remove a cached file: the snapshot entry and the blob it points at."""
-    blob = snapshot_path.resolve()
-    for path in {snapshot_path, blob}:
-        path.unlink(missing_ok=True)
-
-
-def _verify(path: Path, expected: str, origin: str, model_id: str) -> None:
-    actual = sha256_of(path.resolve()) if SHA256_HEX.match(expected) else git_sha1_of(path)
+def verify_download(path: Path, expected: str, origin: str, model_id: str) -> None:
+    actual = digest_of(path, expected)
     if actual != expected:
-        _discard(path)
+        discard_cached(path)
         raise HashMismatchError(
             f"model '{model_id}': {path.name} is corrupt: its SHA-256 is {actual}, {origin} "
             f"says {expected}. The file was deleted; run `llamaserve pull {model_id}` again"
@@ -338,9 +293,9 @@ def fetch_file(
     # The cache names a blob after the ETag the Hub gave for it (the LFS SHA-256).
     blob_name = path.resolve().name if path.is_symlink() else etag
     if pinned_sha256:
-        _verify(path, pinned_sha256, "the catalog", model_id)
+        verify_download(path, pinned_sha256, "the catalog", model_id)
     elif SHA256_HEX.match(blob_name) or GIT_SHA1_HEX.match(blob_name):
-        _verify(path, blob_name, "the Hub", model_id)
+        verify_download(path, blob_name, "the Hub", model_id)
     else:
         logger.warning("%s: the Hub sent no hash to check it against", filename)
     options.notify(f"{filename} downloaded and verified")

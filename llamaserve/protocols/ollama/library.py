@@ -17,8 +17,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from ...models.digests import SHA256_HEX
 from ...models.gguf_info import GGUFError, ModelInfo, read_model_info, split_parts
-from ...models.hub import SHA256_HEX, ModelFiles, ModelFilesError, is_local, locate_cached
+from ...models.hub import ModelFiles, ModelFilesError, is_local, locate_cached
 from ...models.manager import ResidentModel
 
 logger = logging.getLogger(__name__)

@@ -10,8 +10,8 @@ from starlette.responses import JSONResponse, Response
 
 from ...engine.embedding import EmbeddingInput
 from ...models.manager import ModelManager
+from .embedding_schemas import CreateEmbeddingResponse, Embedding, EmbeddingRequest, EmbeddingUsage
 from .http import parse_request
-from .schemas import CreateEmbeddingResponse, Embedding, EmbeddingRequest, EmbeddingUsage
 
 
 def inputs_of(body: EmbeddingRequest) -> list[EmbeddingInput]:
