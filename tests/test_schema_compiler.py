@@ -144,3 +144,20 @@ def test_strict_formats_leave_other_keywords_and_own_patterns_alone() -> None:
     assert rewritten["p"] == schema["properties"]["p"]
     assert rewritten["e"] == schema["properties"]["e"]
     assert rewritten["c"] == schema["properties"]["c"]
+
+
+def test_objects_without_additional_properties_are_closed_as_llama_cpp_does() -> None:
+    from llamaserve.engine.grammar import strict_formats
+
+    schema = {"type": "object", "properties": {"pet": {"$ref": "#/$defs/Pet"}},
+              "$defs": {"Pet": {"type": "object", "properties": {"name": {"type": "string"}}}}}
+    closed = strict_formats(schema)
+    assert closed["additionalProperties"] is False
+    assert closed["$defs"]["Pet"]["additionalProperties"] is False
+    kept = {"type": "object", "properties": {"a": {"type": "string"}},
+            "additionalProperties": {"type": "integer"}}
+    assert strict_formats(kept)["additionalProperties"] == {"type": "integer"}
+    assert "additionalProperties" not in strict_formats({"type": "object"})  # any object
+    merged = {"allOf": [{"type": "object", "properties": {"a": {"type": "string"}}},
+                        {"type": "object", "properties": {"b": {"type": "string"}}}]}
+    assert "additionalProperties" not in strict_formats(merged)["allOf"][0]

@@ -84,25 +84,44 @@ def tool_call_schema(functions: list[tuple[str, dict[str, Any]]], param: str) ->
 
 
 def strict_formats(schema: Any) -> Any:
-    """`schema` with "format": date, time and date-time given as their STRICT_FORMATS pattern
-    (where the subschema has no "pattern" of its own)."""
+    """`schema` as it is enforced: "format": date, time and date-time given as their
+    STRICT_FORMATS pattern (where the subschema has no "pattern" of its own), and, as
+    llama.cpp's converter does, an object with "properties" but no "additionalProperties"
+    closed to other keys: JSON Schema would let a model add keys until max_tokens (pydantic
+    and zod leave the keyword out). Not where "allOf" is used: its parts are merged objects."""
+    return _rewrite(schema, close=not _mentions(schema, "allOf"))
+
+
+def _rewrite(schema: Any, close: bool) -> Any:
     if isinstance(schema, list):
-        return [strict_formats(item) for item in schema]
+        return [_rewrite(item, close) for item in schema]
     if not isinstance(schema, dict):
         return schema
     rewritten: dict[str, Any] = {}
     for key, value in schema.items():
         if key in _SCHEMA_MAPS and isinstance(value, dict):
-            rewritten[key] = {name: strict_formats(sub) for name, sub in value.items()}
+            rewritten[key] = {name: _rewrite(sub, close) for name, sub in value.items()}
         elif key in _SUBSCHEMAS:
-            rewritten[key] = strict_formats(value)
+            rewritten[key] = _rewrite(value, close)
         else:
             rewritten[key] = value
     format_name = schema.get("format")
     if isinstance(format_name, str) and format_name in STRICT_FORMATS and "pattern" not in schema:
         del rewritten["format"]
         rewritten["pattern"] = STRICT_FORMATS[format_name]
+    if close and isinstance(schema.get("properties"), dict) and not any(
+            key in schema for key in ("additionalProperties", "patternProperties",
+                                      "unevaluatedProperties")):
+        rewritten["additionalProperties"] = False
     return rewritten
+
+
+def _mentions(schema: Any, keyword: str) -> bool:
+    if isinstance(schema, list):
+        return any(_mentions(item, keyword) for item in schema)
+    if isinstance(schema, dict):
+        return keyword in schema or any(_mentions(value, keyword) for value in schema.values())
+    return False
 
 
 def _rebase_refs(schema: Any, base: str) -> Any:
