@@ -108,7 +108,7 @@ def test_rm_of_a_model_that_is_not_downloaded_says_so(tmp_path: Path) -> None:
 
 
 def test_ps_until_reads_as_ollama_shows_it() -> None:
-    now = time.time()
+    now = float(int(time.time()))  # whole seconds, as the ISO stamps are
     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now + 4 * 60 + 30))
     assert from_now(stamp, now) == "4 minutes from now"
     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now + 1))
