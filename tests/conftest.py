@@ -162,3 +162,34 @@ def vision_server(
 @pytest.fixture(scope="session")
 def vision_client(vision_server: LiveServer) -> openai.OpenAI:
     return openai.OpenAI(base_url=vision_server.v1, api_key="IGNORED", max_retries=0, timeout=120)
+
+
+def app_with_failing_decode(
+    monkeypatch: pytest.MonkeyPatch, model: str, files: object, settings: object,
+) -> Iterator[tuple[object, list[int]]]:
+    """The app in-process with `model` (catalog name) loaded from `files`, and llama_decode
+    failing (returning 1, as for a full KV cache) from the call number set in the yielded list
+    on: the server's own failures, which no client request can cause."""
+    import llama_cpp
+    from starlette.testclient import TestClient
+
+    from llamaserve.cli.main import load_options, make_manager
+    from llamaserve.models.catalog import load_catalog, resolve
+    from llamaserve.server import create_app
+
+    spec = resolve(model, load_catalog())
+    manager = make_manager(settings, keep_alive=-1)  # type: ignore[arg-type]
+    manager.add(spec, files, load_options(settings, spec))  # type: ignore[arg-type]
+    manager.load_all()
+    real_decode = llama_cpp.llama_decode
+    fail_from = [10**9]
+    calls = [0]
+
+    def decode(ctx: object, batch: object) -> int:
+        calls[0] += 1
+        return 1 if calls[0] >= fail_from[0] else real_decode(ctx, batch)
+
+    monkeypatch.setattr(llama_cpp, "llama_decode", decode)
+    with TestClient(create_app(manager, settings)) as client:  # type: ignore[arg-type]
+        yield client, fail_from
+        fail_from[0] = calls[0] + 10**9

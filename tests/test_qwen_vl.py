@@ -20,7 +20,7 @@ import openai
 import pytest
 
 from .builders import data_uri, image_bytes, write_tiny_qwen25vl
-from .conftest import LiveServer, assert_openai_error, start_server
+from .conftest import LiveServer, app_with_failing_decode, assert_openai_error, start_server
 from .fake_hub import FakeHub
 
 CTX = 512  # per sequence: a generation without max_tokens reaches its end in about a second
@@ -232,35 +232,14 @@ def test_text_turn_after_an_image_turn_reuses_the_cached_prefix(qwen_server: Liv
 @pytest.fixture
 def failing_decode_app(qwen_files: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch,
                        tmp_path: Path) -> Iterator[tuple[Any, list[int]]]:
-    """The app in-process on the tiny pair, with llama_decode failing (returning 1, as for a
-    full KV cache) from the call number set in the returned list on."""
-    import llama_cpp
-    from starlette.testclient import TestClient
-
-    from llamaserve.cli.main import load_options, make_manager
-    from llamaserve.models.catalog import load_catalog, resolve
+    """The app in-process on the tiny pair, with llama_decode failing from the call number set
+    in the returned list on (conftest.app_with_failing_decode)."""
     from llamaserve.models.hub import ModelFiles
-    from llamaserve.server import create_app
     from llamaserve.settings import Settings
 
     weights, projector = qwen_files
-    settings = Settings(ctx=CTX, threads=1, parallel=1)
-    spec = resolve("qwen-vl", load_catalog())
-    manager = make_manager(settings, keep_alive=-1)
-    manager.add(spec, ModelFiles(weights=weights, projector=projector),
-                load_options(settings, spec))
-    manager.load_all()
-    real_decode = llama_cpp.llama_decode
-    fail_from = [10**9]
-    calls = [0]
-
-    def decode(ctx: Any, batch: Any) -> int:
-        calls[0] += 1
-        return 1 if calls[0] >= fail_from[0] else real_decode(ctx, batch)
-
-    monkeypatch.setattr(llama_cpp, "llama_decode", decode)
-    with TestClient(create_app(manager, settings)) as client:
-        yield client, fail_from
+    yield from app_with_failing_decode(monkeypatch, "qwen-vl", ModelFiles(weights, projector),
+                                       Settings(ctx=CTX, threads=1, parallel=1))
 
 
 def test_decode_failure_is_a_500_server_error_not_a_retry(

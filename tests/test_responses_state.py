@@ -21,7 +21,7 @@ from llamaserve.protocols.openai.response_events import ResponseRun
 from llamaserve.protocols.openai.response_store import MemoryStore, SQLiteStore, StoreError
 from llamaserve.protocols.openai.responses_schemas import ResponseObject
 
-from .conftest import assert_openai_error, start_server
+from .conftest import app_with_failing_decode, assert_openai_error, start_server
 
 
 def record(n: int) -> dict[str, Any]:
@@ -140,34 +140,13 @@ def test_state_dir_that_is_a_file_is_a_usage_error(tmp_path: Path) -> None:
 @pytest.fixture
 def failing_decode_app(smollm2_path: Path, monkeypatch: pytest.MonkeyPatch
                        ) -> Iterator[tuple[Any, list[int]]]:
-    """The app in-process on SmolLM2, with llama_decode failing (returning 1, as for a full KV
-    cache) from the call number set in the returned list on."""
-    import llama_cpp
-    from starlette.testclient import TestClient
-
-    from llamaserve.cli.main import load_options, make_manager
-    from llamaserve.models.catalog import load_catalog, resolve
+    """The app in-process on SmolLM2, with llama_decode failing from the call number set in
+    the returned list on (conftest.app_with_failing_decode)."""
     from llamaserve.models.hub import ModelFiles
-    from llamaserve.server import create_app
     from llamaserve.settings import Settings
 
-    settings = Settings(ctx=512, threads=1, parallel=1)
-    spec = resolve("smollm2", load_catalog())
-    manager = make_manager(settings, keep_alive=-1)
-    manager.add(spec, ModelFiles(weights=smollm2_path), load_options(settings, spec))
-    manager.load_all()
-    real_decode = llama_cpp.llama_decode
-    fail_from = [10**9]
-    calls = [0]
-
-    def decode(ctx: Any, batch: Any) -> int:
-        calls[0] += 1
-        return 1 if calls[0] >= fail_from[0] else real_decode(ctx, batch)
-
-    monkeypatch.setattr(llama_cpp, "llama_decode", decode)
-    with TestClient(create_app(manager, settings)) as client:
-        yield client, fail_from
-        fail_from[0] = calls[0] + 10**9
+    yield from app_with_failing_decode(monkeypatch, "smollm2", ModelFiles(weights=smollm2_path),
+                                       Settings(ctx=512, threads=1, parallel=1))
 
 
 def test_engine_failure_mid_stream_is_an_error_then_response_failed(
