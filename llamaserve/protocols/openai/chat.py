@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import fields
 from typing import Any
 
 from starlette.requests import Request
@@ -18,12 +17,11 @@ from ...core.requests import (
     Image,
     Message,
     ResponseFormat,
-    Sampling,
     Tool,
     ToolCall,
     ToolChoice,
 )
-from ...core.run import Usage, start_chat, usage_of
+from ...core.run import start_chat, usage_of
 from ...core.tool_calls import ParsedToolCall
 from ...engine import Finished
 from ...errors import RequestError, is_known
@@ -35,8 +33,10 @@ from .http import (
     now,
     parse_request,
     runtime,
+    sampling_of,
     sse_response,
     stop_list,
+    wire_usage,
 )
 from .schemas import (
     AssistantReply,
@@ -51,10 +51,8 @@ from .schemas import (
     ChoiceLogprobs,
     FunctionDelta,
     ImagePart,
-    PromptTokensDetails,
     ToolCallDelta,
     TopLogprob,
-    _Sampling,
 )
 from .schemas import TokenLogprob as WireLogprob
 from .schemas import Usage as WireUsage
@@ -111,10 +109,6 @@ def chat_request(body: ChatCompletionRequest, keep_alive: float | None) -> ChatR
     )
 
 
-def sampling_of(body: _Sampling) -> Sampling:
-    return Sampling(**{f.name: getattr(body, f.name, None) for f in fields(Sampling)})
-
-
 def _message(i: int, message: Any) -> Message:
     content: list[str | Image] = []
     if isinstance(message.content, str):
@@ -158,13 +152,6 @@ def _tools(body: ChatCompletionRequest) -> tuple[list[Tool], ToolChoice | None]:
 
 
 # -- the answer ------------------------------------------------------------------------------
-
-def wire_usage(usage: Usage) -> WireUsage:
-    return WireUsage(prompt_tokens=usage.prompt_tokens,
-                     completion_tokens=usage.completion_tokens,
-                     total_tokens=usage.total_tokens,
-                     prompt_tokens_details=PromptTokensDetails(cached_tokens=usage.cached_tokens))
-
 
 def wire_logprobs(entries: list[Any]) -> ChoiceLogprobs:
     return ChoiceLogprobs(

@@ -16,7 +16,6 @@ from ...core.run import start_completion, usage_of
 from ...engine import Event, Finished, TextDelta
 from ...engine.types import TokenLogprob
 from ...errors import RequestError, is_known
-from .chat import sampling_of, wire_usage
 from .errors import in_band_error
 from .http import (
     SYSTEM_FINGERPRINT,
@@ -25,8 +24,10 @@ from .http import (
     now,
     parse_request,
     runtime,
+    sampling_of,
     sse_response,
     stop_list,
+    wire_usage,
 )
 from .schemas import Completion, CompletionChoice, CompletionLogprobs, CompletionRequest
 

@@ -7,6 +7,7 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import fields
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -14,10 +15,13 @@ from starlette.requests import Request
 from starlette.responses import StreamingResponse
 
 from ... import __version__
-from ...core.run import Runtime
+from ...core.requests import Sampling
+from ...core.run import Runtime, Usage
 from ...errors import RequestError
 from ...settings import parse_duration
 from .errors import parse_json, validation_error
+from .schemas import PromptTokensDetails, _Sampling
+from .schemas import Usage as WireUsage
 
 SYSTEM_FINGERPRINT = f"fp_llamaserve_{__version__}"
 RequestT = TypeVar("RequestT", bound=BaseModel)
@@ -53,6 +57,17 @@ def runtime(request: Request) -> Runtime:
     state = request.app.state
     return Runtime(state.manager, state.settings, state.metrics,
                    request.scope.setdefault("state", {}))
+
+
+def sampling_of(body: _Sampling) -> Sampling:
+    return Sampling(**{f.name: getattr(body, f.name, None) for f in fields(Sampling)})
+
+
+def wire_usage(usage: Usage) -> WireUsage:
+    return WireUsage(prompt_tokens=usage.prompt_tokens,
+                     completion_tokens=usage.completion_tokens,
+                     total_tokens=usage.total_tokens,
+                     prompt_tokens_details=PromptTokensDetails(cached_tokens=usage.cached_tokens))
 
 
 def new_id(prefix: str) -> str:
