@@ -17,7 +17,7 @@ import click
 from tqdm.std import tqdm
 
 from ..engine.options import DEFAULT_CONTEXT_CAP, DEFAULT_PARALLEL, micro_batch
-from ..models.cache import list_local, remove
+from ..models.cache import list_local, remove, unverified
 from ..models.catalog import (
     Catalog,
     CatalogError,
@@ -150,6 +150,9 @@ def list_command(catalog: Path | None) -> None:
                      human_bytes(model.size) if model.size is not None else "-",
                      modified, model.origin))
     _echo_table(rows)
+    for name in unverified():
+        click.echo(f"not listed: {name} is in the Hugging Face cache but its hash was never "
+                   f"checked; `llamaserve pull {name}` checks it", err=True)
 
 
 def _local_files(spec: ModelSpec) -> ModelFiles:

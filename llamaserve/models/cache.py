@@ -104,6 +104,18 @@ def list_local(catalog: Catalog) -> list[LocalModel]:
     return models
 
 
+def unverified() -> list[str]:
+    """`hf:OWNER/REPO:FILE` of cached GGUF models whose hash was never checked (fetched by
+    another tool, or by a pull killed while hashing): `list` leaves them out, `pull` checks
+    them."""
+    by_repo: dict[str, list[str]] = {}
+    for repo, file, path, _size, _modified in _hub_files():
+        if not is_verified(path):
+            by_repo.setdefault(repo, []).append(file)
+    return [f"hf:{repo}:{file}" for repo, files in by_repo.items()
+            for file in _gguf_candidates(files)]
+
+
 def _is_referenced(blob: Path, repo_dir: Path) -> bool:
     for link in (repo_dir / "snapshots").rglob("*"):
         if link.is_symlink() and link.resolve() == blob:

@@ -169,8 +169,9 @@ def adopt_partials(paths: BlobPaths) -> int:
 
 
 def transfer(url: str, headers: dict[str, str], paths: BlobPaths, size: int | None,
-             tqdm_class: Any, notify: Callable[[str], None]) -> None:
-    """Download into the stable partial file, continuing what is there."""
+             tqdm_class: Any, notify: Callable[[str], None]) -> int:
+    """Download into the stable partial file, continuing what is there; returns the bytes
+    that were there already."""
     from huggingface_hub.file_download import http_get
 
     paths.partial.parent.mkdir(parents=True, exist_ok=True)
@@ -184,6 +185,30 @@ def transfer(url: str, headers: dict[str, str], paths: BlobPaths, size: int | No
         stream.seek(done)
         http_get(url, stream, resume_size=done, headers=headers, expected_size=size,
                  displayed_filename=paths.filename, tqdm_class=tqdm_class)
+    return done
+
+
+def _checked_transfer(paths: BlobPaths, url: str, location: str, size: int | None,
+                      expected: str | None, tqdm_class: Any,
+                      notify: Callable[[str], None]) -> str | None:
+    """Transfer and hash the partial file; a resumed one that fails the check is downloaded
+    once more from the start (the old bytes may be what was wrong). Returns None when the
+    partial is good, else its digest (after deleting it)."""
+    headers = download_headers(url, location)
+    resumed = transfer(location, headers, paths, size, tqdm_class, notify)
+    if expected is None:
+        logger.warning("%s: the Hub sent no hash to check it against", paths.filename)
+        return None
+    actual = digest_of(paths.partial, expected)
+    if actual != expected and resumed:
+        notify(f"the resumed {paths.filename} does not match its hash; downloading it again")
+        paths.partial.unlink(missing_ok=True)
+        transfer(location, headers, paths, size, tqdm_class, notify)
+        actual = digest_of(paths.partial, expected)
+    if actual == expected:
+        return None
+    paths.partial.unlink(missing_ok=True)
+    return actual
 
 
 def publish(paths: BlobPaths, revision: str) -> Path:
@@ -237,18 +262,13 @@ def fetch_verified(paths: BlobPaths, *, revision: str, url: str, location: str,
                 notify(f"{paths.filename} is already downloaded")
                 return link(paths, revision)
             notify(f"the cached {paths.filename} was corrupt (SHA {actual}); downloading it again")
-        transfer(location, download_headers(url, location), paths, size, tqdm_class, notify)
-        if expected is None:
-            logger.warning("%s: the Hub sent no hash to check it against", paths.filename)
-        else:
-            actual = digest_of(paths.partial, expected)
-            if actual != expected:
-                paths.partial.unlink(missing_ok=True)
-                raise HashMismatchError(
-                    f"model '{model_id}': {paths.filename} is corrupt: its SHA-256 is {actual}, "
-                    f"{origin} says {expected}. The file was deleted; run "
-                    f"`llamaserve pull {model_id}` again"
-                )
+        actual = _checked_transfer(paths, url, location, size, expected, tqdm_class, notify)
+        if actual is not None:
+            raise HashMismatchError(
+                f"model '{model_id}': {paths.filename} is corrupt: its SHA-256 is {actual}, "
+                f"{origin} says {expected}. The file was deleted; run "
+                f"`llamaserve pull {model_id}` again"
+            )
         pointer = publish(paths, revision)
     notify(f"{paths.filename} downloaded and verified")
     return pointer
