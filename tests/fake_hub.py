@@ -121,7 +121,10 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
             self._route(head=True)
 
         def do_GET(self) -> None:  # noqa: N802
-            self._route(head=False)
+            try:
+                self._route(head=False)
+            except (BrokenPipeError, ConnectionResetError):  # a killed client: expected
+                self.close_connection = True
 
         def _route(self, head: bool) -> None:
             url = urlparse(self.path)
