@@ -178,8 +178,8 @@ def transfer(url: str, headers: dict[str, str], paths: BlobPaths, size: int | No
     done = adopt_partials(paths)
     if size is None or done > size:
         done = 0  # nothing to check a partial against: start over
-    if done:
-        notify(f"resuming {paths.filename} at {done} of {size} bytes")
+    if done and done == size:  # no transfer, no progress bar: say why nothing moves
+        notify(f"{paths.filename}: an interrupted pull left all of it; checking its hash")
     with paths.partial.open("r+b" if done else "wb") as stream:
         stream.truncate(done)
         stream.seek(done)
