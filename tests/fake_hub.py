@@ -1,5 +1,6 @@
 """A local stand-in for the Hugging Face Hub: the endpoints `huggingface_hub` uses to list a
-repo and download files, with switches to cut a transfer half way or corrupt a byte.
+repo and download files, with switches to cut a transfer half way, corrupt a byte or serve
+a file slowly.
 
 Like the real Hub, `resolve` answers LFS files with a redirect to a content-addressed URL
 (`Location`) carrying `X-Linked-Etag` (the SHA-256) and `X-Linked-Size`, and small files
@@ -11,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -60,6 +62,7 @@ class FakeHub:
         self.requests: list[Seen] = []
         self.cut_once: set[str] = set()  # sha256s whose next GET stops half way
         self.corrupt: set[str] = set()  # sha256s served with one byte flipped
+        self.throttle: dict[str, float] = {}  # sha256 -> bytes per second it is served at
         # Two origins, as on the real Hub: LFS files redirect to a "CDN" on another origin,
         # where huggingface_hub stops following (the metadata is on the redirect itself).
         self._servers = [ThreadingHTTPServer(("127.0.0.1", 0), _handler(self)) for _ in "ab"]
@@ -118,7 +121,10 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
             self._route(head=True)
 
         def do_GET(self) -> None:  # noqa: N802
-            self._route(head=False)
+            try:
+                self._route(head=False)
+            except (BrokenPipeError, ConnectionResetError):  # a killed client: expected
+                self.close_connection = True
 
         def _route(self, head: bool) -> None:
             url = urlparse(self.path)
@@ -238,8 +244,18 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
                         self.wfile.flush()
                         self.close_connection = True
                         return
-                    self.wfile.write(chunk)
+                    self._write(chunk, hub.throttle.get(fake.sha256))
                     offset += len(chunk)
+
+        def _write(self, data: bytes, rate: float | None) -> None:
+            if rate is None:
+                self.wfile.write(data)
+                return
+            piece = max(int(rate / 20), 1)  # twenty writes a second
+            for start in range(0, len(data), piece):
+                self.wfile.write(data[start:start + piece])
+                self.wfile.flush()
+                time.sleep(piece / rate)
 
         def _error(self, status: int, code: str, extra: dict[str, str] | None = None) -> None:
             data = json.dumps({"error": code}).encode()

@@ -17,7 +17,7 @@ import click
 from tqdm.std import tqdm
 
 from ..engine.options import DEFAULT_CONTEXT_CAP, DEFAULT_PARALLEL, micro_batch
-from ..models.cache import list_local, remove
+from ..models.cache import list_local, remove, unverified
 from ..models.catalog import (
     Catalog,
     CatalogError,
@@ -51,7 +51,7 @@ class LineProgress(tqdm):  # type: ignore[misc]
         kwargs.pop("name", None)  # huggingface_hub's own tqdm takes a logger name
         kwargs.update(disable=False, file=io.StringIO())
         super().__init__(*args, **kwargs)
-        self._started = time.monotonic()
+        self._started, self._resumed_at = time.monotonic(), self.n
         self._next_quarter = int(4 * self.n / self.total) + 1 if self.total else 5
         size = human_bytes(self.total) if self.total else "unknown size"
         resumed = f", resuming at {human_bytes(self.n)}" if self.n else ""
@@ -62,8 +62,9 @@ class LineProgress(tqdm):  # type: ignore[misc]
         while self.total and self._next_quarter <= 4 and self.n >= self.total * \
                 self._next_quarter / 4:
             elapsed = max(time.monotonic() - self._started, 1e-6)
+            rate = (self.n - self._resumed_at) / elapsed  # this transfer's bytes only
             click.echo(f"  {self.desc}: {25 * self._next_quarter}% of "
-                       f"{human_bytes(self.total)}, {human_bytes(self.n / elapsed)}/s", err=True)
+                       f"{human_bytes(self.total)}, {human_bytes(rate)}/s", err=True)
             self._next_quarter += 1
         return shown
 
@@ -150,6 +151,9 @@ def list_command(catalog: Path | None) -> None:
                      human_bytes(model.size) if model.size is not None else "-",
                      modified, model.origin))
     _echo_table(rows)
+    for name in unverified():
+        click.echo(f"not listed: {name} is in the Hugging Face cache but its hash was never "
+                   f"checked; `llamaserve pull {name}` checks it", err=True)
 
 
 def _local_files(spec: ModelSpec) -> ModelFiles:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .catalog import Catalog, HubSource, ModelSpec, PackageSource
+from .download import forget, is_verified
 from .gguf_info import GGUFError, read_model_info, split_parts
 from .hub import ModelFilesError, _gguf_candidates, _package_dir, pin
 
@@ -37,8 +38,9 @@ def _quantization(path: Path) -> str | None:
         return None
 
 
-def _hub_files() -> list[tuple[str, str, Path, int, float]]:
-    """(repo, file, snapshot path, size, modified) of every cached file, newest revision first."""
+def _hub_files(verified: bool = False) -> list[tuple[str, str, Path, int, float]]:
+    """(repo, file, snapshot path, size, modified) of every cached file (`verified`: only
+    those whose hash was checked), newest revision first."""
     from huggingface_hub import scan_cache_dir
     from huggingface_hub.errors import CacheNotFound
 
@@ -52,6 +54,8 @@ def _hub_files() -> list[tuple[str, str, Path, int, float]]:
             continue
         for revision in sorted(repo.revisions, key=lambda r: -r.last_modified):
             for cached in revision.files:
+                if verified and not is_verified(cached.file_path):
+                    continue
                 name = str(cached.file_path.relative_to(revision.snapshot_path))
                 rows.append((repo.repo_id, name, cached.file_path, cached.size_on_disk,
                              cached.blob_last_modified))
@@ -74,7 +78,7 @@ def list_local(catalog: Catalog) -> list[LocalModel]:
                 stat.st_size if stat else None, stat.st_mtime if stat else None,
                 _quantization(path) if path else None,
             ))
-    hub_files = _hub_files()
+    hub_files = _hub_files(verified=True)  # an unchecked file is not one you can run
     seen: set[tuple[str, str]] = set()
     by_repo: dict[str, dict[str, tuple[Path, int, float]]] = {}
     for repo, file, path, size, modified in hub_files:
@@ -98,6 +102,18 @@ def list_local(catalog: Catalog) -> list[LocalModel]:
                 _quantization(files[file][0]),
             ))
     return models
+
+
+def unverified() -> list[str]:
+    """`hf:OWNER/REPO:FILE` of cached GGUF models whose hash was never checked (fetched by
+    another tool, or by a pull killed while hashing): `list` leaves them out, `pull` checks
+    them."""
+    by_repo: dict[str, list[str]] = {}
+    for repo, file, path, _size, _modified in _hub_files():
+        if not is_verified(path):
+            by_repo.setdefault(repo, []).append(file)
+    return [f"hf:{repo}:{file}" for repo, files in by_repo.items()
+            for file in _gguf_candidates(files)]
 
 
 def _is_referenced(blob: Path, repo_dir: Path) -> bool:
@@ -142,7 +158,7 @@ def remove(spec: ModelSpec) -> tuple[list[Path], int]:
     for blob in blobs:
         if blob.exists() and not _is_referenced(blob, repo_dir):
             freed += blob.stat().st_size
-            blob.unlink()
+            forget(blob)
     if not any(p.is_file() for p in (repo_dir / "snapshots").rglob("*")):
         shutil.rmtree(repo_dir)  # nothing left of the repo: its refs and locks go too
     logger.info("removed %s (%d bytes)", spec.id, freed)

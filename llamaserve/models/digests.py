@@ -27,13 +27,6 @@ def git_sha1_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def discard_cached(snapshot_path: Path) -> None:
-    """Remove a cached file: the snapshot entry and the blob it points at."""
-    blob = snapshot_path.resolve()
-    for path in {snapshot_path, blob}:
-        path.unlink(missing_ok=True)
-
-
 def digest_of(path: Path, expected: str) -> str:
     """The file's digest in the form `expected` has: an LFS SHA-256, else a git blob id."""
     return sha256_of(path.resolve()) if SHA256_HEX.match(expected) else git_sha1_of(path)

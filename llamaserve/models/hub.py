@@ -1,9 +1,9 @@
 """Getting a model's files onto disk: files shipped by pip packages and Hugging Face Hub files.
 
-Hub files go through `huggingface_hub` into the standard Hugging Face cache (shared with other
-HF tools), never through a downloader of our own: it resumes interrupted transfers and honours
-HF_ENDPOINT, HF_HOME, HF_TOKEN and HF_HUB_OFFLINE. It does not check what it downloaded
-against the Hub's LFS hash, so `fetch_file` does, and deletes a file that does not match.
+Hub files go into the standard Hugging Face cache (shared with other HF tools), found and
+fetched with huggingface_hub's functions (HF_ENDPOINT, HF_HOME, HF_TOKEN, HF_HUB_OFFLINE);
+`download.py` moves the bytes so that a transfer resumes across processes and a file is
+visible only after its hash is checked.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from .catalog import HubRef, HubSource, ModelSpec, PackageSource
-from .digests import SHA256_HEX, digest_of, discard_cached
+from .digests import SHA256_HEX
+from .download import BlobPaths, check_cached, fetch_verified, is_verified
 from .errors import AmbiguousFileError, HashMismatchError, ModelFilesError, NotDownloadedError
 from .gguf_info import SPLIT_PATTERN, split_parts
 
@@ -216,16 +217,6 @@ def _http_failure(model_id: str, repo: str, exc: Exception) -> str:
     return f"model '{model_id}': the Hub answered with an error for {repo}: {exc}"
 
 
-def verify_download(path: Path, expected: str, origin: str, model_id: str) -> None:
-    actual = digest_of(path, expected)
-    if actual != expected:
-        discard_cached(path)
-        raise HashMismatchError(
-            f"model '{model_id}': {path.name} is corrupt: its SHA-256 is {actual}, {origin} "
-            f"says {expected}. The file was deleted; run `llamaserve pull {model_id}` again"
-        )
-
-
 def _named_bar(base: Any, filename: str) -> Any:
     """The progress bar class, labelled with the file's name (huggingface_hub labels it with
     the end of the download URL, which for LFS files is a hash)."""
@@ -249,57 +240,49 @@ def fetch_file(
 ) -> Path:
     """One file in the cache, downloaded and verified when missing; the cache alone when
     offline or when the Hub cannot be reached (saying so)."""
-    from huggingface_hub import get_hf_file_metadata, hf_hub_download, hf_hub_url
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url
     from huggingface_hub.errors import HfHubHTTPError
 
     def from_cache(why: str) -> Path:
-        found = cached_file(repo, filename, revision)
-        if found is None:
-            raise NotDownloadedError(
-                f"model '{model_id}' is not downloaded ({repo}/{filename}) and {why}: "
-                f"run `llamaserve pull {model_id}` once the Hub is reachable"
-            )
+        found = verified_cached_file(repo, filename, revision, model_id, pinned_sha256)
         options.notify(f"{why}: using the cached {filename}")
         return found
 
     if is_offline():
         return from_cache("offline mode is on (HF_HUB_OFFLINE)")
+    url = hf_hub_url(repo, filename, revision=revision)
     try:
-        meta = get_hf_file_metadata(hf_hub_url(repo, filename, revision=revision))
+        meta = get_hf_file_metadata(url)
     except HfHubHTTPError as exc:
         raise ModelFilesError(_http_failure(model_id, repo, exc)) from exc
     except Exception as exc:  # noqa: BLE001 - the transport's errors differ by HF version
         logger.debug("HEAD %s/%s failed: %r", repo, filename, exc)
         return from_cache(f"the Hugging Face Hub cannot be reached ({type(exc).__name__})")
-
-    etag = (meta.etag or "").strip('"').removeprefix("W/").strip('"').lower()
+    if not meta.etag or not meta.commit_hash:
+        raise ModelFilesError(f"model '{model_id}': the Hub sent no ETag or commit for "
+                              f"{repo}/{filename}; is HF_ENDPOINT a Hugging Face Hub?")
+    etag = meta.etag.strip('"').removeprefix("W/").strip('"').lower()
     if pinned_sha256 and SHA256_HEX.match(etag) and etag != pinned_sha256:
         raise HashMismatchError(
             f"model '{model_id}': the Hub's {repo}/{filename} has SHA-256 {etag}, but the catalog "
             f"pins {pinned_sha256}: the file changed upstream; update the catalog's sha256 (or "
             "its revision) after checking the new file"
         )
-    present = cached_file(repo, filename, meta.commit_hash or revision)
-    if present is not None and (present.resolve().name == etag or not etag):
-        options.notify(f"{filename} is already downloaded")
-        return present
+    hub_digest = etag if SHA256_HEX.match(etag) or GIT_SHA1_HEX.match(etag) else None
     try:
-        path = Path(hf_hub_download(repo, filename, revision=revision,
-                                    tqdm_class=_named_bar(options.tqdm_class, filename)))
+        return fetch_verified(
+            BlobPaths.of(repo, filename, meta.etag, meta.commit_hash), revision=revision,
+            url=url, location=meta.location, size=meta.size,
+            expected=pinned_sha256 or hub_digest, tqdm_class=_named_bar(options.tqdm_class,
+                                                                        filename),
+            notify=options.notify, model_id=model_id,
+            origin="the catalog" if pinned_sha256 else "the Hub",
+        )
     except HfHubHTTPError as exc:
         raise ModelFilesError(_http_failure(model_id, repo, exc)) from exc
     except OSError as exc:
-        raise ModelFilesError(f"model '{model_id}': downloading {filename} failed: {exc}") from exc
-    # The cache names a blob after the ETag the Hub gave for it (the LFS SHA-256).
-    blob_name = path.resolve().name if path.is_symlink() else etag
-    if pinned_sha256:
-        verify_download(path, pinned_sha256, "the catalog", model_id)
-    elif SHA256_HEX.match(blob_name) or GIT_SHA1_HEX.match(blob_name):
-        verify_download(path, blob_name, "the Hub", model_id)
-    else:
-        logger.warning("%s: the Hub sent no hash to check it against", filename)
-    options.notify(f"{filename} downloaded and verified")
-    return path
+        raise ModelFilesError(f"model '{model_id}': downloading {filename} failed: {exc} "
+                              "(run the pull again: it resumes)") from exc
 
 
 def _hub_files(spec: ModelSpec, get: Callable[[str, str | None], Path]) -> ModelFiles:
@@ -372,27 +355,42 @@ def manifest(spec: ModelSpec) -> tuple[ModelSpec, list[ManifestEntry]]:
     return spec, entries
 
 
-def locate_cached(spec: ModelSpec) -> ModelFiles:
-    """The model's files if they are on disk, without any network access."""
+def verified_cached_file(repo: str, filename: str, revision: str, model_id: str,
+                         pinned_sha256: str | None = None, *, hash_now: bool = True) -> Path:
+    """The cached file once its hash is checked (hashed now if it never was, unless
+    `hash_now` is False); NotDownloadedError if it is missing, unchecked or corrupt."""
+    found = cached_file(repo, filename, revision)
+    if found is None:
+        raise NotDownloadedError(
+            f"model '{model_id}' is not downloaded ({repo}/{filename}): run "
+            f"`llamaserve pull {model_id}`"
+        )
+    if not hash_now and not is_verified(found):
+        raise NotDownloadedError(f"model '{model_id}': the cached {filename} is not verified "
+                                 f"yet: run `llamaserve pull {model_id}`")
+    actual = check_cached(found, pinned_sha256)
+    if actual is not None:
+        raise NotDownloadedError(
+            f"model '{model_id}': the cached {filename} was corrupt (its hash is {actual}) and "
+            f"was deleted: run `llamaserve pull {model_id}`"
+        )
+    return found
+
+
+def locate_cached(spec: ModelSpec, *, hash_now: bool = True) -> ModelFiles:
+    """The model's files if they are on disk and verified, without any network access."""
     if not isinstance(spec.source, HubSource | HubRef):
         return pull(spec)
     spec = pin(spec, online=False)
     source = spec.source
     assert isinstance(source, HubSource)
-
-    def get(name: str, _sha: str | None) -> Path:
-        found = cached_file(source.hub, name, source.revision)
-        if found is None:
-            raise NotDownloadedError(
-                f"model '{spec.id}' is not downloaded: run `llamaserve pull {spec.id}`"
-            )
-        return found
-
-    return _hub_files(spec, get)
+    return _hub_files(spec, lambda name, sha: verified_cached_file(
+        source.hub, name, source.revision, spec.id, sha, hash_now=hash_now))
 
 
 def is_local(spec: ModelSpec) -> bool:
-    """Whether the model can be loaded without downloading (cheap: no hashing, no network)."""
+    """Whether the model can be loaded without downloading (cheap: no hashing, no network;
+    a Hub file counts once its hash was checked)."""
     source = spec.source
     if isinstance(source, Path):
         return source.is_file()
@@ -401,7 +399,7 @@ def is_local(spec: ModelSpec) -> bool:
         return package_dir is not None and (source.file is None or
                                             (package_dir / source.file).is_file())
     try:
-        locate_cached(spec)
+        locate_cached(spec, hash_now=False)
     except ModelFilesError:
         return False
     return True
