@@ -81,6 +81,10 @@ def make_settings(**flags: Any) -> Settings:
         settings = Settings(**given(flags))
     except ValidationError as exc:
         raise usage_error(exc) from exc
+    if settings.api_key_file is not None and not settings.file_keys():
+        # serving with no key at all would be the opposite of what the file asked for
+        raise click.UsageError(f"--api-key-file {settings.api_key_file} holds no API key (only "
+                               "blank lines and # comments): add one key per line")
     configure_logging(settings.verbose, settings.log_format)
     if not settings.keys() and settings.host not in LOOPBACK_HOSTS:
         logger.warning("serving on %s without an API key: anyone who can reach this address "
