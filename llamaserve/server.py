@@ -36,6 +36,7 @@ from .protocols.openai.responses import (
     retrieve_response,
 )
 from .settings import Settings
+from .slowclients import BodyTimeoutMiddleware
 
 logger = logging.getLogger(__name__)
 
@@ -165,7 +166,8 @@ def create_app(manager: ModelManager, settings: Settings) -> Starlette:
     app.state.response_store = open_store(settings.state_dir, settings.max_stored_responses)
     # add_middleware wraps: the last added runs first. Order on the way in: access log (sees
     # every answer, 401 and 413 included), cross-site guard (Host, browsers' content types), CORS
-    # (answers preflights), API key, body limit.
+    # (answers preflights), API key, body limit, body read timeout.
+    app.add_middleware(BodyTimeoutMiddleware, timeout=settings.read_timeout)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(APIKeyMiddleware, keys=settings.keys())
     if settings.cors_origins:

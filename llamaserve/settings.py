@@ -197,7 +197,13 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024,
                                 description="Largest request body accepted; larger is a 413.")
     shutdown_grace: float = Field(
-        default=10, ge=0, description="Seconds running requests get to finish on shutdown.")
+        default=10, ge=0,
+        description="Seconds running requests get to finish on shutdown; then they end as if "
+        "they had reached max_tokens (finish_reason length).")
+    read_timeout: float = Field(
+        default=30, gt=0,
+        description="Seconds a client may take to send a request's headers, and may pause "
+        "while sending its body; slower connections are closed (408 for a body).")
     # Image URLs in chat messages (vision models)
     image_timeout: float = Field(default=10.0, gt=0, description="Seconds to fetch one image.")
     image_max_bytes: int = Field(default=20 * 1024 * 1024, ge=1024,
