@@ -228,3 +228,12 @@ def test_trailing_slashes_answer(http: httpx.Client, path: str) -> None:
 
 def test_the_server_still_serves(server: LiveServer, http: httpx.Client) -> None:
     assert http.post("/v1/chat/completions", json=ROUTES[0][1]).status_code == 200
+
+
+def test_text_that_cannot_be_encoded_is_a_400_wherever_it_is_met() -> None:
+    """The net under the body loader: a lone surrogate reaching the tokenizer by another way."""
+    from llamaserve.errors import request_error
+
+    with pytest.raises(UnicodeEncodeError) as raised:
+        "\ud800".encode()
+    assert request_error(raised.value).status == 400
