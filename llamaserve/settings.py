@@ -60,7 +60,11 @@ def parse_duration(value: Any) -> float:
     """Seconds from a keep-alive as Ollama writes it: `5m`, `1h30m`, `90s`, `300` (seconds),
     `0` (unload at once) or any negative number (keep forever)."""
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return _bounded_duration(float(value), value)
+        # clamped first: float() of a 5,000-digit integer overflows, and str() of it fails
+        too_long = isinstance(value, int) and abs(value) > MAX_DURATION
+        shown = "a number that large" if too_long else value
+        return _bounded_duration(float(min(max(value, -2 * MAX_DURATION), 2 * MAX_DURATION)),
+                                 shown)
     text = str(value).strip().lower()
     try:
         number = float(text)

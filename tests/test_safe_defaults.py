@@ -151,7 +151,7 @@ def test_indented_comments_are_not_keys(tmp_path: Path) -> None:
 
 # keep_alive
 
-NOT_DURATIONS = ["nan", "NaN", "inf", "-inf", "Infinity", "1e400", 1e300]
+NOT_DURATIONS = ["nan", "NaN", "inf", "-inf", "Infinity", "1e400", 1e300, 7**5000, -(7**5000)]
 
 
 @pytest.mark.parametrize("value", NOT_DURATIONS)
@@ -237,3 +237,11 @@ def test_text_that_cannot_be_encoded_is_a_400_wherever_it_is_met() -> None:
     with pytest.raises(UnicodeEncodeError) as raised:
         "\ud800".encode()
     assert request_error(raised.value).status == 400
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/api/chat"])
+def test_a_4000_digit_keep_alive_is_400(http: httpx.Client, path: str) -> None:
+    """Under Python's digit limit, so parsed: float() of it overflowed (a 500)."""
+    raw = (b'{"model": "smollm2", "messages": [], "keep_alive": ' + b"7" * 4000 + b"}")
+    response = http.post(path, content=raw, headers={"Content-Type": "application/json"})
+    assert_error_shape(path, response, 400)
