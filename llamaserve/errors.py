@@ -61,6 +61,9 @@ ERRORS: dict[type[Exception], ErrorShape] = {
     EngineBusyError: ErrorShape(503),  # no free sequence: retry (Retry-After)
     EngineInternalError: ErrorShape(500, "server_error"),  # llama.cpp failed: not the client
     EngineError: ErrorShape(400, "invalid_request"),  # a request the engine cannot run
+    # text that is no Unicode (a lone surrogate) met when encoded for llama.cpp: the body
+    # loader refuses it first, this is the net under any other way in
+    UnicodeEncodeError: ErrorShape(400, "invalid_value"),
 }
 
 

@@ -15,6 +15,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .auth import APIKeyMiddleware
+from .crosssite import CrossSiteMiddleware
 from .models.manager import ModelManager
 from .observability import AccessLogMiddleware, Metrics
 from .protocols.anthropic import errors as anthropic_errors
@@ -35,6 +36,7 @@ from .protocols.openai.responses import (
     retrieve_response,
 )
 from .settings import Settings
+from .slowclients import BodyTimeoutMiddleware
 
 logger = logging.getLogger(__name__)
 
@@ -127,15 +129,24 @@ def _routes(settings: Settings) -> list[Route]:
           for path, endpoint in [("/tokenize", tokenize), ("/detokenize", detokenize),
                                  ("/rerank", rerank), ("/reranking", rerank)]],
     ]:
-        # The seed clients use base_url=".../v1/": answer both spellings without a redirect.
         routes.append(Route(path, endpoint, methods=methods))
-        if not path.endswith("}"):
-            routes.append(Route(path + "/", endpoint, methods=methods))
     routes.append(Route("/health", health, methods=["GET"]))
     routes.append(Route("/metrics", metrics_text, methods=["GET"]))
     # Ollama's API under /api, and `/`: the playground for browsers, Ollama's probe for others
     routes.extend(ollama_routes(playground if settings.playground else None))
-    return routes
+    return with_trailing_slashes(routes)
+
+
+def with_trailing_slashes(routes: list[Route]) -> list[Route]:
+    """Each fixed path also with a trailing slash, right after it (before any catch-all): the
+    seed clients use base_url=".../v1/", and both spellings answer without a redirect."""
+    twinned = []
+    for route in routes:
+        twinned.append(route)
+        if not route.path.endswith(("}", "/")):
+            twinned.append(Route(route.path + "/", route.endpoint,
+                                 methods=sorted(route.methods or []), name=route.name))
+    return twinned
 
 
 def create_app(manager: ModelManager, settings: Settings) -> Starlette:
@@ -154,12 +165,18 @@ def create_app(manager: ModelManager, settings: Settings) -> Starlette:
     app.state.metrics = Metrics()
     app.state.response_store = open_store(settings.state_dir, settings.max_stored_responses)
     # add_middleware wraps: the last added runs first. Order on the way in: access log (sees
-    # every answer, 401 and 413 included), CORS (answers preflights), API key, body limit.
+    # every answer, 401 and 413 included), cross-site guard (Host, browsers' content types), CORS
+    # (answers preflights), API key, body limit, body read timeout.
+    app.add_middleware(BodyTimeoutMiddleware, timeout=settings.read_timeout)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(APIKeyMiddleware, keys=settings.keys())
     if settings.cors_origins:
+        # Any header the page asks for: the origins are the operator's choice, and the SDKs
+        # send their own (x-api-key, anthropic-version, x-stainless-*) beside Authorization
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
                            allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
-                           allow_headers=["Authorization", "Content-Type"])
+                           allow_headers=["*"])
+    app.add_middleware(CrossSiteMiddleware, bind_host=settings.host,
+                       allowed_hosts=settings.allowed_hosts)
     app.add_middleware(AccessLogMiddleware, metrics=app.state.metrics)
     return app

@@ -8,6 +8,7 @@ options from these declarations, so `--help` shows what is declared here and not
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,12 +60,18 @@ def parse_duration(value: Any) -> float:
     """Seconds from a keep-alive as Ollama writes it: `5m`, `1h30m`, `90s`, `300` (seconds),
     `0` (unload at once) or any negative number (keep forever)."""
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
+        # clamped first: float() of a 5,000-digit integer overflows, and str() of it fails
+        too_long = isinstance(value, int) and abs(value) > MAX_DURATION
+        shown = "a number that large" if too_long else value
+        return _bounded_duration(float(min(max(value, -2 * MAX_DURATION), 2 * MAX_DURATION)),
+                                 shown)
     text = str(value).strip().lower()
     try:
-        return float(text)
+        number = float(text)
     except ValueError:
-        pass
+        number = None
+    if number is not None:
+        return _bounded_duration(number, value)
     negative = text.startswith("-")
     body = text.lstrip("-")
     parts = _DURATION.findall(body)
@@ -74,7 +81,22 @@ def parse_duration(value: Any) -> float:
             "-1 (keep forever)"
         )
     seconds = sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
-    return -seconds if negative else seconds
+    return _bounded_duration(-seconds if negative else seconds, value)
+
+
+# Beyond this a duration is not meant literally (and dates past year 9999 break `ps`)
+MAX_DURATION = 1e10  # seconds, ~317 years
+
+
+def _bounded_duration(seconds: float, value: Any) -> float:
+    """`seconds`, if finite and within MAX_DURATION: `nan` or `inf` (which float() reads)
+    once made the keep-alive timer spin and /api/ps fail until a restart."""
+    if not math.isfinite(seconds) or abs(seconds) > MAX_DURATION:
+        raise ValueError(
+            f"'{value}' is not a duration: write e.g. 5m, 1h30m, 90s, 0 (unload at once) or "
+            "-1 (keep forever)"
+        )
+    return seconds
 
 
 def parse_size(value: Any) -> int:
@@ -149,6 +171,11 @@ class Settings(BaseSettings):
     cors_origins: Annotated[list[str], Flag(decls=("--cors-origin",))] = Field(
         default_factory=list,
         description="Allow browser clients from this origin (repeatable; '*' for any).")
+    allowed_hosts: Annotated[list[str], Flag(decls=("--allowed-host",))] = Field(
+        default_factory=list,
+        description="Also answer requests whose Host header names this (repeatable; '*' for "
+        "any). A server bound to a loopback address answers only its own addresses, "
+        "localhost and this machine's names, so web pages cannot reach it by DNS rebinding.")
     log_format: Annotated[Literal["text", "json"], Flag()] = Field(
         default="text", description="Log lines as text or one JSON object per line.")
     request_timeout: Annotated[float, Flag()] = Field(
@@ -174,7 +201,13 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024,
                                 description="Largest request body accepted; larger is a 413.")
     shutdown_grace: float = Field(
-        default=10, ge=0, description="Seconds running requests get to finish on shutdown.")
+        default=10, ge=0,
+        description="Seconds running requests get to finish on shutdown; then they end as if "
+        "they had reached max_tokens (finish_reason length).")
+    read_timeout: float = Field(
+        default=30, gt=0,
+        description="Seconds a client may take to send a request's headers, and may pause "
+        "while sending its body; slower connections are closed (408 for a body).")
     # Image URLs in chat messages (vision models)
     image_timeout: float = Field(default=10.0, gt=0, description="Seconds to fetch one image.")
     image_max_bytes: int = Field(default=20 * 1024 * 1024, ge=1024,
@@ -189,11 +222,14 @@ class Settings(BaseSettings):
 
     def keys(self) -> list[str]:
         """Every accepted API key: flags, LLAMASERVE_API_KEY and the key file."""
-        keys = [*self.api_keys, *([self.api_key] if self.api_key else [])]
-        if self.api_key_file is not None:
-            lines = self.api_key_file.read_text(encoding="utf-8").splitlines()
-            keys += [line.strip() for line in lines if line.strip() and not line.startswith("#")]
-        return keys
+        return [*self.api_keys, *([self.api_key] if self.api_key else []), *self.file_keys()]
+
+    def file_keys(self) -> list[str]:
+        """The keys of --api-key-file: its lines but blank ones and # comments."""
+        if self.api_key_file is None:
+            return []
+        lines = self.api_key_file.read_text(encoding="utf-8").splitlines()
+        return [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
 
     @field_validator("max_memory", mode="before")
     @classmethod

@@ -190,6 +190,8 @@ def app_with_failing_decode(
         return 1 if calls[0] >= fail_from[0] else real_decode(ctx, batch)
 
     monkeypatch.setattr(llama_cpp, "llama_decode", decode)
-    with TestClient(create_app(manager, settings)) as client:  # type: ignore[arg-type]
+    # a Host of localhost: a loopback-bound server refuses TestClient's default "testserver"
+    with TestClient(create_app(manager, settings),  # type: ignore[arg-type]
+                    base_url="http://localhost") as client:
         yield client, fail_from
         fail_from[0] = calls[0] + 10**9

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import errno
 import logging
-import signal
 import socket
 import sys
 from pathlib import Path
@@ -81,6 +80,10 @@ def make_settings(**flags: Any) -> Settings:
         settings = Settings(**given(flags))
     except ValidationError as exc:
         raise usage_error(exc) from exc
+    if settings.api_key_file is not None and not settings.file_keys():
+        # serving with no key at all would be the opposite of what the file asked for
+        raise click.UsageError(f"--api-key-file {settings.api_key_file} holds no API key (only "
+                               "blank lines and # comments): add one key per line")
     configure_logging(settings.verbose, settings.log_format)
     if not settings.keys() and settings.host not in LOOPBACK_HOSTS:
         logger.warning("serving on %s without an API key: anyone who can reach this address "
@@ -114,9 +117,8 @@ def make_manager(settings: Settings, keep_alive: float) -> ModelManager:
 def serve_app(
     manager: ModelManager, settings: Settings, what: str, chat_model: str = "MODEL"
 ) -> None:
-    import uvicorn
-
     from ..server import create_app
+    from ..serving import serve
 
     app = create_app(manager, settings)
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
@@ -125,19 +127,7 @@ def serve_app(
     if settings.playground:
         logger.info("playground: %s/  terminal chat: llamaserve chat %s%s", base, chat_model,
                     "" if settings.port == 8000 else f" --url {base}/v1")
-    # uvicorn stops accepting on SIGINT/SIGTERM, lets running requests finish (up to the
-    # grace period), then raises the signal again for the previous handler: make that handler
-    # a no-op so we get here, free the models and exit 0 instead of dying by the signal.
-    for stop_signal in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(stop_signal, lambda *_: None)
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level="info" if settings.verbose else "warning",
-        access_log=False,  # ours (llamaserve.access) carries the model and token counts
-        timeout_graceful_shutdown=settings.shutdown_grace,
-    )
+    serve(app, manager, settings)
     manager.close()
 
 

@@ -33,6 +33,7 @@ class Admission:
         self._queue: deque[Job] = deque()
         self._cond = threading.Condition()
         self._closing = False
+        self._winding_down = False  # shutting down: running requests end now, as "length"
         self._outbox = Outbox()
         self._prep = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prompt")
 
@@ -49,6 +50,14 @@ class Admission:
             running = sum(s.job is not None for s in self._slots)
             return {"parallel": self.parallel, "running": running,
                     "waiting": max(0, len(self._queue) - (self.parallel - running))}
+
+    def wind_down(self) -> None:
+        """End every request now: running ones finish as "length" (their streams close with
+        their protocol's last frames), waiting and new ones fail as busy. For shutdown, when
+        the grace period is over."""
+        with self._cond:
+            self._winding_down = True
+            self._cond.notify_all()
 
     # -- the event-loop side -----------------------------------------------------------------
 
@@ -94,7 +103,7 @@ class Admission:
                     if job.cancelled:
                         self._end(job)
                 self._queue = deque(job for job in self._queue if not job.cancelled)
-            if self._closing:
+            if self._closing or self._winding_down:
                 raise EngineBusyError("the model is being unloaded; retry the request")
             free = sum(s.job is None for s in self._slots)
             if len(self._queue) - free >= self.queue_size:
@@ -118,11 +127,14 @@ class Admission:
     def _admit(self, now: float) -> None:
         """Give free slots to queued requests, oldest first; time out those waiting too long.
         Called with the lock held."""
-        while self._queue and (self._queue[0].cancelled
+        while self._queue and (self._queue[0].cancelled or self._winding_down
                                or now - self._queue[0].enqueued > self.queue_timeout):
             job = self._queue.popleft()
             error = None
-            if not job.cancelled:
+            if self._winding_down and not job.cancelled:
+                error = EngineBusyError("the server is shutting down; retry the request on "
+                                        "another server or after the restart")
+            elif not job.cancelled:
                 waited = now - job.enqueued
                 error = EngineBusyError(
                     f"the request waited {waited:.0f} s for a free sequence (all "

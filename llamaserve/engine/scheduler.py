@@ -182,6 +182,10 @@ class BatchEngine(Admission):
                 logger.warning("generation stopped at the request time limit after %d tokens",
                                job.generated)
                 self._end(job, reason="length")
+            elif self._winding_down:
+                logger.warning("generation stopped by the shutdown after %d tokens",
+                               job.generated)
+                self._end(job, reason="length")
             else:
                 jobs.append(job)
         if not jobs:

@@ -400,6 +400,13 @@ class ModelManager:
             return None
         return model.expires_at - self._clock()
 
+    def wind_down(self) -> None:
+        """Shutdown's grace period is over: every engine ends its running requests now, as
+        "length", so their answers and streams still end well-formed."""
+        for model in self._models.values():
+            if model.engine is not None:
+                model.engine.wind_down()
+
     def close(self) -> None:
         if self._reaper is not None:
             self._reaper.cancel()

@@ -8,7 +8,6 @@ The app's exception handlers answer in OpenAI's shape, so these routes catch the
 from __future__ import annotations
 
 import functools
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -17,6 +16,7 @@ from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from ... import jsonbody
 from ...errors import RequestError, is_known, request_error
 
 logger = logging.getLogger(__name__)
@@ -99,8 +99,8 @@ def anthropic_errors(handler: Handler) -> Handler:
 
 def parse_json(raw: bytes) -> dict[str, Any]:
     try:
-        body = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        body = jsonbody.loads(raw)
+    except jsonbody.BodyError as exc:
         raise RequestError(400, f"The request body is not valid JSON: {exc}. Send a JSON "
                            "object with Content-Type: application/json.") from exc
     if not isinstance(body, dict):

@@ -9,7 +9,6 @@ The app's exception handlers answer in OpenAI's shape, so each /api endpoint is 
 from __future__ import annotations
 
 import functools
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -18,6 +17,7 @@ from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from ... import jsonbody
 from ...errors import RequestError, is_known, request_error
 
 logger = logging.getLogger(__name__)
@@ -57,8 +57,8 @@ def ollama_errors(endpoint: Endpoint) -> Endpoint:
 
 def parse_json(raw: bytes) -> Any:
     try:
-        return json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        return jsonbody.loads(raw)
+    except jsonbody.BodyError as exc:
         raise RequestError(400, f"invalid JSON in the request body: {exc}") from exc
 
 

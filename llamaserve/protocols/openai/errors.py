@@ -3,7 +3,6 @@ llamaserve.errors' table, malformed bodies and unknown routes."""
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
@@ -12,6 +11,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from ... import jsonbody
 from ...errors import ERRORS, RequestError, request_error
 
 logger = logging.getLogger(__name__)
@@ -98,8 +98,8 @@ def validation_error(exc: ValidationError) -> RequestError:
 
 def parse_json(raw: bytes) -> Any:
     try:
-        return json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        return jsonbody.loads(raw)
+    except jsonbody.BodyError as exc:
         raise RequestError(
             400,
             f"We could not parse the JSON body of your request: {exc}. "

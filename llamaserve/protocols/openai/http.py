@@ -34,7 +34,8 @@ def parse_keep_alive(body: dict[str, Any]) -> float | None:
     try:
         return parse_duration(value)
     except ValueError as exc:
-        raise RequestError(400, str(exc), param="keep_alive", code="invalid_value") from exc
+        raise RequestError(400, f"Invalid value for 'keep_alive': {exc}", param="keep_alive",
+                           code="invalid_value") from exc
 
 
 async def parse_request(request: Request, schema: type[RequestT]) -> RequestT:
