@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import ctypes
+import ctypes.util
 import io
 import math
 import re
@@ -44,6 +46,7 @@ _DATA_URI = re.compile(r"^data:(?P<type>[\w.+-]+/[\w.+-]+)?(?P<params>(;[^;,]*)*
 # Modes Pillow resizes well; others (palette, 1-bit, 16-bit) become RGB first.
 _RESIZABLE = ("L", "LA", "RGB", "RGBA", "CMYK", "YCbCr", "I", "F")
 _decoders = ThreadPoolExecutor(DECODE_THREADS, thread_name_prefix="image-decode")
+_TRIM_ABOVE = 1_000_000  # pixels: after decoding a larger image, freed memory is given back
 T = TypeVar("T")
 
 
@@ -108,23 +111,51 @@ def decode_image(data: bytes, max_pixels: int = MAX_PIXELS, fit: Fit = Fit()) ->
     applied and transparency flattened onto white."""
     with _opened(data) as image:
         check_pixels(image.width, image.height, max_pixels)
+        large = image.width * image.height > _TRIM_ABOVE
         try:
-            image.seek(0)
-            target = fit.target(image.width, image.height)
-            if target[0] < image.width or target[1] < image.height:
-                if image.mode not in _RESIZABLE:
-                    image = _to_rgb(image)
-                # JPEG: decoded at 1/2, 1/4 or 1/8 scale (draft); others: reduce, then resample
-                image.thumbnail(target, reducing_gap=2.0)
-            rgb = _to_rgb(ImageOps.exif_transpose(image))
+            rgb = _scaled_rgb(image, fit)
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
             raise _undecodable() from exc
-    return ImageInput(rgb.width, rgb.height, rgb.tobytes())
+    decoded = ImageInput(rgb.width, rgb.height, rgb.tobytes())
+    del rgb
+    if large:
+        _release_memory()
+    return decoded
+
+
+def _scaled_rgb(image: Image.Image, fit: Fit) -> Image.Image:
+    image.seek(0)
+    target = fit.target(image.width, image.height)
+    if target[0] < image.width or target[1] < image.height:
+        if image.mode not in _RESIZABLE:
+            image = _to_rgb(image)
+        # JPEG: decoded at 1/2, 1/4 or 1/8 scale (draft); others: reduce, then resample
+        image.thumbnail(target, reducing_gap=2.0)
+    return _to_rgb(ImageOps.exif_transpose(image))
 
 
 async def in_decoder(function: Callable[..., T], *args: object) -> T:
     """Run `function` on the decoding threads (at most DECODE_THREADS images at once)."""
     return await asyncio.get_running_loop().run_in_executor(_decoders, partial(function, *args))
+
+
+def _load_libc() -> ctypes.CDLL | None:
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+    except OSError:
+        return None
+    return libc if libc is not None and hasattr(libc, "malloc_trim") else None
+
+
+_libc = _load_libc()
+
+
+def _release_memory() -> None:
+    """Give freed heap memory back to the system. glibc otherwise keeps a decoding thread's
+    freed full-size buffers in that thread's arena: 16 PNGs of 6000x6000 left ~270 MB held."""
+    if _libc is not None:
+        _libc.malloc_trim(0)
 
 
 def _opened(data: bytes) -> Image.Image:

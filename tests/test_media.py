@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
-import struct
-import zlib
+import threading
+import time
 
 import pytest
 from PIL import Image
 
-from llamaserve.media import Fit, ImageError, decode_image, image_size, parse_data_uri
+from llamaserve.media import (
+    DECODE_THREADS,
+    Fit,
+    ImageError,
+    decode_image,
+    image_size,
+    in_decoder,
+    parse_data_uri,
+)
 
-from .builders import data_uri, image_bytes
+from .builders import data_uri, image_bytes, png_claiming
 
 
 def test_data_uri_gives_the_encoded_bytes() -> None:
@@ -80,18 +89,6 @@ def test_undecodable_or_unsupported_data_is_refused(data: bytes) -> None:
         decode_image(data)
 
 
-def png_claiming(width: int, height: int) -> bytes:
-    """A PNG whose header claims width x height, with a few bytes of pixel data: a
-    decompression bomb's header, built without the memory a real one would take."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (struct.pack(">I", len(data)) + kind + data
-                + struct.pack(">I", zlib.crc32(kind + data)))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
-            + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
-
-
 def encoded(size: tuple[int, int], mode: str = "RGB", fmt: str = "PNG") -> bytes:
     buffer = io.BytesIO()
     Image.new(mode, size).save(buffer, fmt)
@@ -137,3 +134,23 @@ def test_exif_orientation_is_applied_to_a_scaled_down_image() -> None:
     image = decode_image(image_bytes("JPEG", size=(400, 240), orientation=6), fit=Fit(max_side=40))
     assert (image.width, image.height) == (24, 40)
     assert image.rgb[0] > 200 and image.rgb[2] < 60  # the red half is on top
+
+
+def test_at_most_two_images_decode_at_once() -> None:
+    lock = threading.Lock()
+    running, peak = 0, 0
+
+    def decode() -> None:
+        nonlocal running, peak
+        with lock:
+            running += 1
+            peak = max(peak, running)
+        time.sleep(0.05)
+        with lock:
+            running -= 1
+
+    async def many() -> None:
+        await asyncio.gather(*(in_decoder(decode) for _ in range(8)))
+
+    asyncio.run(many())
+    assert peak == DECODE_THREADS == 2

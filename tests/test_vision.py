@@ -73,12 +73,9 @@ def images_url() -> Iterator[str]:
 @pytest.fixture(scope="module")
 def guarded_server(tmp_path_factory: pytest.TempPathFactory,
                    projector_path: Path) -> Iterator[LiveServer]:
-    """The default: private addresses refused. The old --block-private-urls is still accepted
-    (and changes nothing)."""
-    live = start_server(
-        ["smollm2", "--ctx", "512", "--mmproj", str(projector_path), "--block-private-urls"],
-        tmp_path_factory.mktemp("guarded"),
-    )
+    """The default: private addresses refused."""
+    live = start_server(["smollm2", "--ctx", "512", "--mmproj", str(projector_path)],
+                        tmp_path_factory.mktemp("guarded"))
     yield live
     live.stop()
 
