@@ -5,9 +5,9 @@ decoded, and each is decoded at the size its model's projector will use."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Coroutine
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from ..engine.types import ImageInput
 from ..engine.vision import fixed_input_side
@@ -30,17 +30,31 @@ async def load_images(images: list[Image], settings: Settings,
         allow_private=settings.allow_private_urls,
     )
     async with image_client(limits.timeout) as client:
-        data = await asyncio.gather(*(
-            _each(image, read_image(image.url, limits, client)) for image in images))
-    sizes = await asyncio.gather(*(
-        _each(image, in_decoder(image_size, one, settings.max_image_pixels))
-        for image, one in zip(images, data, strict=True)))
+        data = await _all([_each(image, read_image(image.url, limits, client))
+                           for image in images])
+    sizes = await _all([_each(image, in_decoder(image_size, one, settings.max_image_pixels))
+                        for image, one in zip(images, data, strict=True)])
     _check_total(images, sizes, settings.max_request_image_pixels)
     side = None if projector is None else await asyncio.to_thread(fixed_input_side, projector)
     fit = Fit(max_side=settings.max_image_side, fixed_side=side)
-    return list(await asyncio.gather(*(
-        _each(image, in_decoder(decode_image, one, settings.max_image_pixels, fit))
-        for image, one in zip(images, data, strict=True))))
+    return await _all([_each(image, in_decoder(decode_image, one, settings.max_image_pixels, fit))
+                       for image, one in zip(images, data, strict=True)])
+
+
+async def _all(steps: list[Coroutine[Any, Any, T]]) -> list[T]:
+    """Like gather, but the first failure cancels the others: decodes not yet started never
+    run, fetches stop."""
+    tasks = [asyncio.ensure_future(step) for step in steps]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        failures = [task.exception() for task in tasks if task.done() and not task.cancelled()]
+        first = next((failure for failure in failures if failure is not None), None)
+        if first is not None:
+            raise first
+        return [task.result() for task in tasks]
+    finally:
+        for task in tasks:
+            task.cancel()
 
 
 async def _each(image: Image, work: Awaitable[T]) -> T:
