@@ -3,7 +3,10 @@ request with N data-URI PNGs of SIDExSIDE (one colour, so ~105 KB each), and for
 
 SmolLM2 with the tiny LLaVA projector of tests/builders.py. Run from a checkout:
     python benchmarks/image_memory.py            # 16 images of 6000x6000, then 1
-The per-request pixel cap is raised so the images are decoded, not refused.
+The per-request pixel cap is raised so the images are decoded, not refused (--default-cap
+keeps it: the 16 images are then a 400 from their headers). To measure another checkout, run
+from outside any checkout with PYTHONPATH=/path/to/checkout: `python -m llamaserve` puts the
+current directory first on sys.path.
 """
 
 from __future__ import annotations
@@ -41,11 +44,11 @@ def png(side: int) -> bytes:
     return buffer.getvalue()
 
 
-def measure(count: int, side: int, tmp: Path) -> None:
+def measure(count: int, side: int, tmp: Path, default_cap: bool) -> None:
     projector = write_llava_projector(tmp / "mmproj-tiny.gguf")
     server = start_server(
         ["smollm2", "--ctx", "1024", "--mmproj", str(projector)], tmp,
-        env={"LLAMASERVE_MAX_REQUEST_IMAGE_PIXELS": str(10**12)})
+        env={} if default_cap else {"LLAMASERVE_MAX_REQUEST_IMAGE_PIXELS": str(10**12)})
     try:
         uri = data_uri(png(side))
         pid = server.process.pid
@@ -74,12 +77,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--images", type=int, default=16)
     parser.add_argument("--side", type=int, default=6000)
+    parser.add_argument("--default-cap", action="store_true",
+                        help="keep the default per-request pixel cap")
     args = parser.parse_args()
     print("| request | status | time | RSS before | peak RSS | RSS after |")
     print("|---|---|---|---|---|---|")
     for count in (args.images, 1):
         with tempfile.TemporaryDirectory() as tmp:
-            measure(count, args.side, Path(tmp))
+            measure(count, args.side, Path(tmp), args.default_cap)
 
 
 if __name__ == "__main__":
