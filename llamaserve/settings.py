@@ -180,10 +180,18 @@ class Settings(BaseSettings):
         default="text", description="Log lines as text or one JSON object per line.")
     request_timeout: Annotated[float, Flag()] = Field(
         default=600, ge=0, description="Seconds a request may generate for; 0 = no limit.")
+    allow_private_urls: Annotated[bool, Flag()] = Field(
+        default=False,
+        description="Fetch image URLs from private, loopback and link-local addresses too "
+        "(refused by default, redirects included).")
     block_private_urls: Annotated[bool, Flag()] = Field(
         default=False,
-        description="Refuse image URLs that resolve to private or loopback addresses (for "
-        "servers reachable beyond localhost).")
+        description="Ignored, kept for old command lines: private addresses are refused by "
+        "default (see --allow-private-urls).")
+    max_image_pixels: Annotated[int, Flag()] = Field(
+        default=40_000_000, ge=1,
+        description="Largest image accepted, in pixels (width x height, read from its header "
+        "before decoding); larger ones are a 400.")
     playground: Annotated[bool, Flag()] = Field(
         default=True, description="Serve the chat page at /.")
     state_dir: Annotated[Path | None, Flag(metavar="DIR", default="in memory")] = Field(
@@ -215,6 +223,13 @@ class Settings(BaseSettings):
     image_max_redirects: int = Field(default=3, ge=0,
                                      description="Redirects followed to fetch one image.")
     max_images: int = Field(default=16, ge=0, description="Images in one request.")
+    max_request_image_pixels: int = Field(
+        default=256_000_000, ge=1,
+        description="Pixels of all the images of one request together (from their headers).")
+    max_image_side: int = Field(
+        default=2048, ge=16,
+        description="Images are decoded scaled down to fit this many pixels on their longest "
+        "side (or to the projector's own size, when it scales every image to one square).")
     max_stored_responses: int = Field(
         default=1000, ge=1,
         description="Responses kept for previous_response_id and GET /v1/responses/{id}; "

@@ -235,6 +235,21 @@ def data_uri(data: bytes, media_type: str = "image/png") -> str:
     return f"data:{media_type};base64,{base64.b64encode(data).decode()}"
 
 
+def png_claiming(width: int, height: int) -> bytes:
+    """A PNG whose header claims width x height, with a few bytes of pixel data: a
+    decompression bomb's header, built without the memory a real one would take."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data)))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+            + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+
+
 # A Qwen2.5-VL pair (llama.cpp arch "qwen2vl", projector "qwen2.5vl_merger"): M-RoPE, where an
 # image takes more KV cells (tokens) than positions. SmolLM2's tokenizer plus Qwen's vision
 # control tokens; random weights, so the text means nothing.

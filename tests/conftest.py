@@ -151,7 +151,8 @@ def vision_server(
 ) -> Iterator[LiveServer]:
     """SmolLM2 with the tiny projector: `llamaserve run smollm2 --mmproj FILE`."""
     live = start_server(
-        ["smollm2", "--ctx", "1024", "--mmproj", str(projector_path)],
+        # test_vision.py fetches image URLs from a local web server
+        ["smollm2", "--ctx", "1024", "--mmproj", str(projector_path), "--allow-private-urls"],
         tmp_path_factory.mktemp("vision"),
         env=VISION_ENV,
     )

@@ -1,24 +1,26 @@
-"""media.py without a model: data URIs, decoding, the private-address guard, fetch limits."""
+"""media.py without a model: data URIs, decoding, pixel limits, scaling down."""
 
 from __future__ import annotations
 
 import asyncio
 import io
+import threading
+import time
 
-import httpx
 import pytest
 from PIL import Image
 
 from llamaserve.media import (
-    FetchLimits,
+    DECODE_THREADS,
+    Fit,
     ImageError,
-    check_public,
     decode_image,
-    fetch,
+    image_size,
+    in_decoder,
     parse_data_uri,
 )
 
-from .builders import data_uri, image_bytes
+from .builders import data_uri, image_bytes, png_claiming
 
 
 def test_data_uri_gives_the_encoded_bytes() -> None:
@@ -87,59 +89,68 @@ def test_undecodable_or_unsupported_data_is_refused(data: bytes) -> None:
         decode_image(data)
 
 
-@pytest.mark.parametrize(
-    "url",
-    [
-        "http://127.0.0.1/a.png",
-        "http://localhost:8000/a.png",
-        "http://10.1.2.3/a.png",
-        "http://192.168.0.1/a.png",
-        "http://169.254.169.254/latest/meta-data",
-        "http://[::1]/a.png",
-        "http://[::ffff:127.0.0.1]/a.png",
-    ],
-)
-def test_private_and_loopback_hosts_are_refused(url: str) -> None:
-    with pytest.raises(ImageError, match="private or local address"):
-        asyncio.run(check_public(url))
+def encoded(size: tuple[int, int], mode: str = "RGB", fmt: str = "PNG") -> bytes:
+    buffer = io.BytesIO()
+    Image.new(mode, size).save(buffer, fmt)
+    return buffer.getvalue()
 
 
-def test_public_address_passes_the_guard() -> None:
-    asyncio.run(check_public("http://93.184.215.14/a.png"))
+def test_pixel_count_is_read_from_the_header_and_a_bomb_is_refused() -> None:
+    bomb = png_claiming(30_000, 30_000)
+    assert len(bomb) < 200
+    for read in (image_size, decode_image):
+        with pytest.raises(ImageError, match="30000x30000, 900000000 pixels; at most 40000000"):
+            read(bomb)
 
 
-def _fetch(url: str, handler, **limits) -> bytes:
-    async def go() -> bytes:
-        transport = httpx.MockTransport(handler)
-        async with httpx.AsyncClient(transport=transport) as client:
-            return await fetch(url, FetchLimits(**limits), client)
-
-    return asyncio.run(go())
+def test_pixel_limit_is_configurable() -> None:
+    assert image_size(encoded((100, 50)), 5000) == (100, 50)
+    with pytest.raises(ImageError, match="at most 4999"):
+        decode_image(encoded((100, 50)), 4999)
 
 
-def test_guard_checks_every_redirect_hop() -> None:
-    def handler(request: httpx.Request) -> httpx.Response:
-        if request.url.host == "93.184.215.14":
-            return httpx.Response(302, headers={"location": "http://127.0.0.1/secret.png"})
-        return httpx.Response(200, content=image_bytes(), headers={"content-type": "image/png"})
-
-    with pytest.raises(ImageError, match="private or local address"):
-        _fetch("http://93.184.215.14/a.png", handler, block_private=True)
-    assert _fetch("http://93.184.215.14/a.png", handler) == image_bytes()
-
-
-def test_body_without_content_length_is_cut_at_the_limit() -> None:
-    async def chunks():
-        for _ in range(2):
-            yield b"x" * 600
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, content=chunks(), headers={"content-type": "image/png"})
-
-    with pytest.raises(ImageError, match="larger than 1000 bytes"):
-        _fetch("http://93.184.215.14/a.png", handler, max_bytes=1000)
+@pytest.mark.parametrize(("size", "fit", "decoded"), [
+    ((6000, 3000), Fit(), (2048, 1024)),  # the longest side within max_side
+    ((3000, 6000), Fit(max_side=512), (256, 512)),
+    ((6000, 3000), Fit(fixed_side=32), (64, 32)),  # the short side covers the projector's
+    ((40, 24), Fit(fixed_side=32), (40, 24)),  # never scaled up
+])
+def test_images_are_decoded_at_the_size_the_projector_uses(
+    size: tuple[int, int], fit: Fit, decoded: tuple[int, int]
+) -> None:
+    for fmt in ("PNG", "JPEG"):
+        image = decode_image(encoded(size, fmt=fmt), fit=fit)
+        assert (image.width, image.height) == decoded
+        assert len(image.rgb) == decoded[0] * decoded[1] * 3
 
 
-def test_non_http_schemes_are_refused() -> None:
-    with pytest.raises(ImageError, match="only data:, http: and https:"):
-        _fetch("file:///etc/passwd", lambda request: httpx.Response(200))
+@pytest.mark.parametrize("mode", ["P", "1", "I;16", "LA"])
+def test_every_mode_is_scaled_down_to_rgb(mode: str) -> None:
+    image = decode_image(encoded((300, 200), mode=mode), fit=Fit(max_side=30))
+    assert (image.width, image.height) == (30, 20)
+
+
+def test_exif_orientation_is_applied_to_a_scaled_down_image() -> None:
+    image = decode_image(image_bytes("JPEG", size=(400, 240), orientation=6), fit=Fit(max_side=40))
+    assert (image.width, image.height) == (24, 40)
+    assert image.rgb[0] > 200 and image.rgb[2] < 60  # the red half is on top
+
+
+def test_at_most_two_images_decode_at_once() -> None:
+    lock = threading.Lock()
+    running, peak = 0, 0
+
+    def decode() -> None:
+        nonlocal running, peak
+        with lock:
+            running += 1
+            peak = max(peak, running)
+        time.sleep(0.05)
+        with lock:
+            running -= 1
+
+    async def many() -> None:
+        await asyncio.gather(*(in_decoder(decode) for _ in range(8)))
+
+    asyncio.run(many())
+    assert peak == DECODE_THREADS == 2

@@ -67,7 +67,8 @@ def qwen_server(qwen_files: tuple[Path, Path],
         pulled = subprocess.run([sys.executable, "-m", "llamaserve", "pull", "qwen-vl"],
                                 capture_output=True, text=True, timeout=120, env=env)
         assert pulled.returncode == 0, pulled.stderr
-        live = start_server(["qwen-vl", "--ctx", str(CTX)], folder, env=env)
+        live = start_server(["qwen-vl", "--ctx", str(CTX), "--allow-private-urls"], folder,
+                            env=env)
     finally:
         hub.stop()  # everything is in the cache now: `run` needs no network
     yield live

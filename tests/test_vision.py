@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import threading
@@ -72,12 +73,21 @@ def images_url() -> Iterator[str]:
 @pytest.fixture(scope="module")
 def guarded_server(tmp_path_factory: pytest.TempPathFactory,
                    projector_path: Path) -> Iterator[LiveServer]:
-    live = start_server(
-        ["smollm2", "--ctx", "512", "--mmproj", str(projector_path), "--block-private-urls"],
-        tmp_path_factory.mktemp("guarded"),
-    )
+    """The default: private addresses refused."""
+    live = start_server(["smollm2", "--ctx", "512", "--mmproj", str(projector_path)],
+                        tmp_path_factory.mktemp("guarded"))
     yield live
     live.stop()
+
+
+@pytest.fixture(scope="module")
+def ports() -> Iterator[dict[str, int]]:
+    """A closed port, and an open one that accepts connections and never answers."""
+    with socket.socket() as closed, socket.socket() as silent:
+        closed.bind(("127.0.0.1", 0))
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        yield {"closed": closed.getsockname()[1], "silent": silent.getsockname()[1]}
 
 
 def ask(client: openai.OpenAI, content: Any, **fields: Any) -> Any:
@@ -213,12 +223,18 @@ def test_undecodable_data_uri_is_a_400(vision_server: LiveServer) -> None:
     assert "not a decodable image" in error["message"]
 
 
-def test_private_url_is_refused_with_the_guard_on(guarded_server: LiveServer,
-                                                  images_url: str) -> None:
-    response = post_chat(guarded_server, [text("Describe."), image(f"{images_url}/red.png")])
+UNREACHABLE = "could not fetch the image: the URL is not reachable or not allowed"
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "[::1]"])
+def test_private_url_is_refused_by_default(guarded_server: LiveServer, images_url: str,
+                                           host: str) -> None:
+    url = f"{images_url}/red.png".replace("127.0.0.1", host)
+    response = post_chat(guarded_server, [text("Describe."), image(url)])
     error = assert_openai_error(response, 400)
     assert error["param"] == "messages[0].content[1]"
-    assert "private or local address" in error["message"]
+    assert error["code"] == "invalid_image"
+    assert UNREACHABLE in error["message"]
     # data URIs need no fetch, so the guard lets them through
     assert post_chat(guarded_server, [text("Describe."), image(PNG_URI)]).status_code == 200
 
@@ -350,3 +366,27 @@ def test_a_file_that_is_no_projector_is_refused_at_start(smollm2_path: Path) -> 
     )
     assert result.returncode != 0
     assert f"the vision projector {smollm2_path} cannot be used" in result.stderr
+
+
+def test_unreachable_urls_all_give_one_message(guarded_server: LiveServer,
+                                               vision_server: LiveServer, images_url: str,
+                                               ports: dict[str, int]) -> None:
+    # Closed port, silent port (a timeout), open web server, unknown name: with private
+    # addresses refused or allowed, nothing in the reply tells them apart.
+    urls = [f"http://127.0.0.1:{ports['closed']}/a.png", f"http://127.0.0.1:{ports['silent']}/",
+            f"{images_url}/red.png", "http://no-such-host.invalid/a.png"]
+    messages = {post_chat(guarded_server, [image(url)]).json()["error"]["message"]
+                for url in urls}
+    assert messages == {f"messages[0].content[0]: {UNREACHABLE} (this server refuses private, "
+                        "loopback and link-local addresses unless started with "
+                        "--allow-private-urls)."}
+    allowed = {post_chat(vision_server, [image(url)]).json()["error"]["message"]
+               for url in (urls[0], urls[1], urls[3])}
+    assert allowed == messages
+
+
+@pytest.mark.parametrize("url", ["http://[::1", "http://", "ftp://x", "http://x:99999/",
+                                 "https://", "http:///a.png", "//x/a.png"])
+def test_malformed_image_url_is_a_400(vision_server: LiveServer, url: str) -> None:
+    error = assert_openai_error(post_chat(vision_server, [image(url)]), 400)
+    assert error["param"] == "messages[0].content[0]"

@@ -4,20 +4,17 @@ them, and its images fetched and decoded."""
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, field
 from typing import Any, Literal
-
-import httpx
 
 from ..engine import EngineError
 from ..engine.grammar import JSON_OBJECT_SCHEMA, check_schema_size, tool_call_schema
 from ..engine.types import ImageInput, JsonSchema
 from ..engine.vision import MEDIA_MARKER
 from ..errors import RequestError
-from ..media import FetchLimits, ImageError, load_image
 from ..models.manager import ResidentModel
 from ..settings import Settings
+from .images import load_images
 from .requests import ChatRequest, Image, Tool
 
 # none: plain text. auto: the model may answer with a tool call, parsed from its text.
@@ -163,19 +160,4 @@ async def fetch_images(
         raise RequestError(400, f"This request has {len(images)} images; at most "
                            f"{settings.max_images} are accepted (LLAMASERVE_MAX_IMAGES).",
                            param=images[settings.max_images].param, code="too_many_images")
-    limits = FetchLimits(
-        timeout=settings.image_timeout,
-        max_bytes=settings.image_max_bytes,
-        max_redirects=settings.image_max_redirects,
-        block_private=settings.block_private_urls,
-    )
-
-    async def one(image: Image, client: httpx.AsyncClient) -> ImageInput:
-        try:
-            return await load_image(image.url, limits, client)
-        except ImageError as exc:
-            raise RequestError(400, f"{image.param}: {exc}.", param=image.param,
-                               code="invalid_image") from exc
-
-    async with httpx.AsyncClient(timeout=limits.timeout) as client:
-        return list(await asyncio.gather(*(one(image, client) for image in images)))
+    return await load_images(images, settings, model.files.projector if model.files else None)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ctypes
 import logging
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -198,3 +199,20 @@ def _text_tokens(chunk: Any) -> list[int]:
     count = ctypes.c_size_t()
     pointer = mtmd.mtmd_input_chunk_get_tokens_text(chunk, ctypes.byref(count))
     return [pointer[i] for i in range(count.value)]
+
+
+@lru_cache(maxsize=16)
+def fixed_input_side(path: Path) -> int | None:
+    """The square side every image is scaled to by a projector that uses one fixed size
+    (LLaVA 1.5's `mlp`, `ldp`...: `clip.vision.image_size`); None for those whose input size
+    depends on the image (tiles, grid pinpoints, dynamic resolution)."""
+    import gguf
+
+    fields = gguf.GGUFReader(str(path)).fields
+    kind = fields.get("clip.projector_type")
+    size = fields.get("clip.vision.image_size")
+    if kind is None or size is None or "clip.vision.image_grid_pinpoints" in fields:
+        return None
+    if bytes(kind.parts[kind.data[0]]).decode("utf-8") not in LLAVA_PROJECTORS:
+        return None
+    return int(size.parts[size.data[0]][0]) or None
