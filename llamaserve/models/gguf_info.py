@@ -97,7 +97,7 @@ class _Reader:
             item_type = gguf.GGUFValueType(self.unpack("<I"))
             if item_type == gguf.GGUFValueType.ARRAY:
                 # llama.cpp refuses them too; reading them recursively could nest 5,000 deep
-                raise GGUFError(f"{self.path}: corrupt GGUF header (an array of arrays)")
+                raise ValueError("an array of arrays, which llama.cpp cannot read")
             length = self.unpack("<Q")
             if length <= _KEEP_ARRAY_MAX:
                 return [self.value(item_type) for _ in range(length)]
