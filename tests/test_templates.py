@@ -8,6 +8,7 @@ renders normally otherwise)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -19,9 +20,12 @@ import httpx
 import ollama
 import openai
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from .conftest import LiveServer, start_server
 from .gguf_patch import copy_with_template, write_nested_arrays
+from .test_fuzz import check, check_ollama
 
 HOSTILE_TEMPLATE = (
     "{% macro deeper(n) %}{{ deeper(n + 1) }}{% endmacro %}"
@@ -178,3 +182,51 @@ def test_template_that_does_not_compile_stops_run(smollm2_path: Path, tmp_path: 
 def test_header_of_arrays_nested_5000_deep_stops_run(tmp_path: Path) -> None:
     nested = write_nested_arrays(tmp_path / "nested.gguf", 5000)
     assert "array of arrays" in run_fails(nested)
+
+
+# -- fuzzing (issue 20, section 7): every route that renders a chat template, with contents
+# that make the template raise, loop or grow, mixed with ordinary ones: never a 500.
+
+TRIGGERS = st.one_of(st.sampled_from(["loop", "multiply", "divide", "raise", "recurse"]),
+                     st.text(max_size=20))
+conversation = st.lists(TRIGGERS, min_size=1, max_size=3).map(
+    lambda contents: [{"role": "user", "content": content} for content in contents])
+ROUTE_BODIES = {
+    "/v1/chat/completions": st.fixed_dictionaries({
+        "model": st.just("hostile"), "messages": conversation, "max_tokens": st.just(3),
+        "stream": st.booleans()}),
+    "/v1/messages": st.fixed_dictionaries({
+        "model": st.just("hostile"), "messages": conversation, "max_tokens": st.just(3),
+        "stream": st.booleans()}),
+    "/v1/responses": st.fixed_dictionaries({
+        "model": st.just("hostile"), "input": TRIGGERS, "max_output_tokens": st.just(16),
+        "stream": st.booleans()}),
+    "/api/chat": st.fixed_dictionaries({
+        "model": st.just("hostile"), "messages": conversation, "stream": st.booleans(),
+        "options": st.just({"num_predict": 3})}),
+    "/api/generate": st.fixed_dictionaries({
+        "model": st.just("hostile"), "prompt": TRIGGERS, "stream": st.booleans(),
+        "options": st.just({"num_predict": 3})}),
+}
+
+
+@pytest.fixture(scope="module")
+def raw(server: LiveServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.base_url, timeout=60) as client:
+        yield client
+
+
+@pytest.mark.parametrize("path", ROUTE_BODIES)
+def test_fuzz_templates_that_raise(raw: httpx.Client, path: str) -> None:
+    @settings(max_examples=int(os.environ.get("LLAMASERVE_FUZZ_EXAMPLES", "20")),
+              deadline=None, derandomize=True,
+              suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+    @given(body=ROUTE_BODIES[path])
+    def fuzz(body: dict) -> None:
+        if path.startswith("/api/"):
+            check_ollama(raw, "POST", path, body)
+        else:
+            check(raw, path, body)
+
+    fuzz()
+    assert raw.get("/health").status_code == 200
