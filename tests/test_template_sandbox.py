@@ -102,6 +102,13 @@ def test_hostile_template_is_a_chat_template_error(template: str) -> None:
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss < 1024 * 1024  # KiB: < 1 GiB
 
 
+def test_literal_text_in_loops_over_the_messages_counts() -> None:
+    """No call or expression in the loop: the body's own text is what is charged."""
+    template = "{% for a in messages[0].content %}" + "y" * 1000 + "{% endfor %}"
+    with pytest.raises(ChatTemplateError, match="more text in total"):
+        render(template, [{"role": "user", "content": "x" * 100_000}])  # 100 MB of y
+
+
 def test_constants_are_not_folded_at_compile_time() -> None:
     """Jinja folds constant expressions when it compiles; intercepted operators are not."""
     started = time.monotonic()

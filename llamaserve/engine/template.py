@@ -82,10 +82,13 @@ class Budget:
             raise TemplateLimitError(
                 f"the template built a value of {built:,} characters (the limit is "
                 f"{self.value_limit:,})")
-        self.chars -= built
+        self.spend(built)
+        return value
+
+    def spend(self, chars: int) -> None:
+        self.chars -= chars
         if self.chars < 0:
             raise TemplateLimitError("the template built more text in total than it may")
-        return value
 
 
 class _Unlimited(Budget):
@@ -99,6 +102,9 @@ class _Unlimited(Budget):
         if size(value) > self.value_limit:
             raise TemplateLimitError("value too large")
         return value
+
+    def spend(self, chars: int) -> None:
+        pass
 
 
 _COMPILE_TIME = _Unlimited(LIMITS, 0)
@@ -178,7 +184,7 @@ class LimitedEnvironment(ImmutableSandboxedEnvironment):
         current = budget()
         for item in iterable:
             current.step()
-            current.chars -= cost
+            current.spend(cost)
             yield item
 
     @staticmethod
