@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .engine import EngineBusyError, EngineError, EngineInternalError
+from .engine import ChatTemplateError, EngineBusyError, EngineError, EngineInternalError
 from .models.errors import (
     EmbeddingModelError,
     ModelBusyError,
@@ -60,6 +60,7 @@ ERRORS: dict[type[Exception], ErrorShape] = {
     ModelNotNamedError: ErrorShape(400, "model_required", "model"),
     EngineBusyError: ErrorShape(503),  # no free sequence: retry (Retry-After)
     EngineInternalError: ErrorShape(500, "server_error"),  # llama.cpp failed: not the client
+    ChatTemplateError: ErrorShape(400, "chat_template_error", "messages"),  # the GGUF's template
     EngineError: ErrorShape(400, "invalid_request"),  # a request the engine cannot run
     # text that is no Unicode (a lone surrogate) met when encoded for llama.cpp: the body
     # loader refuses it first, this is the net under any other way in

@@ -2,6 +2,7 @@
 
 from .options import LoadOptions
 from .scheduler import BatchEngine
+from .template import ChatTemplateError, defer_llama_templates
 from .types import (
     EngineBusyError,
     EngineError,
@@ -14,8 +15,12 @@ from .types import (
     TextDelta,
 )
 
+# Before any Llama() is built: llama-cpp-python would compile every GGUF template unlimited.
+defer_llama_templates()
+
 __all__ = [
     "BatchEngine",
+    "ChatTemplateError",
     "EngineBusyError",
     "EngineError",
     "EngineInternalError",

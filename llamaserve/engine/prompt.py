@@ -1,19 +1,22 @@
 """Chat messages → prompt text, with the model's own chat template (or a named format).
 
-llama-cpp-python does the rendering (Jinja2ChatFormatter and its registered formats); this
-module only chooses which one and turns template failures into client errors.
+A GGUF's Jinja template renders in llamaserve's limited sandbox (template.py); the named formats
+are llama-cpp-python's. This module chooses which one and turns template failures into client
+errors (ChatTemplateError, a 400).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from typing import Any
 
-import jinja2
 from llama_cpp import Llama, llama_chat_format
 
-from .types import EngineError
+from .template import ChatTemplateError, LimitedChatFormatter, TemplateLimitError, TemplateRaised
+
+logger = logging.getLogger(__name__)
 
 # Named formats a catalog entry may ask for instead of the GGUF's template. llama-cpp-python
 # registers these only as whole completion handlers, so we name its formatter functions here.
@@ -104,7 +107,7 @@ class ChatPrompter:
             return model.token_get_text(token_id) if token_id != -1 else ""
 
         self.template = template
-        self._formatter = llama_chat_format.Jinja2ChatFormatter(
+        self._formatter = LimitedChatFormatter(
             template=template,
             eos_token=token_text(llama.token_eos()),
             bos_token=token_text(llama.token_bos()),
@@ -125,10 +128,14 @@ class ChatPrompter:
             messages, tools = with_tool_instructions(messages, tools), None
         try:
             result = self._formatter(messages=messages, tools=tools, **(options or {}))
-        except (jinja2.TemplateError, ValueError, TypeError, KeyError) as exc:
-            # Templates reject conversations they cannot express ("roles must alternate"...).
-            raise EngineError(
-                f"the model's chat template rejected the messages: {exc}", param="messages"
-            ) from exc
+        except (TemplateLimitError, TemplateRaised) as exc:
+            raise ChatTemplateError(str(exc)) from exc
+        except RecursionError as exc:
+            raise ChatTemplateError("it recursed too deeply") from exc
+        except Exception as exc:  # noqa: BLE001 (the template is the GGUF author's code)
+            # Templates reject conversations they cannot express ("roles must alternate"...)
+            # with raise_exception(); others divide by zero, overflow or call what is not there.
+            logger.debug("chat template failed", exc_info=True)
+            raise ChatTemplateError(f"{type(exc).__name__}: {exc}") from exc
         stop = result.stop if isinstance(result.stop, list) else [result.stop] * bool(result.stop)
         return RenderedPrompt(text=result.prompt, stop=stop, add_bos=not result.added_special)

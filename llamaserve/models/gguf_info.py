@@ -95,14 +95,15 @@ class _Reader:
             return self.string()
         if value_type == gguf.GGUFValueType.ARRAY:
             item_type = gguf.GGUFValueType(self.unpack("<I"))
+            if item_type == gguf.GGUFValueType.ARRAY:
+                # llama.cpp refuses them too; reading them recursively could nest 5,000 deep
+                raise ValueError("an array of arrays, which llama.cpp cannot read")
             length = self.unpack("<Q")
             if length <= _KEEP_ARRAY_MAX:
                 return [self.value(item_type) for _ in range(length)]
             if item_type == gguf.GGUFValueType.STRING:
                 for _ in range(length):
                     self.stream.seek(self.unpack("<Q"), 1)
-            elif item_type == gguf.GGUFValueType.ARRAY:
-                raise GGUFError(f"{self.path}: nested arrays are not supported")
             else:
                 self.stream.seek(length * struct.calcsize(_SCALARS[item_type]), 1)
             return ArrayInfo(length)
