@@ -15,6 +15,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .auth import APIKeyMiddleware
+from .disconnect import DisconnectMiddleware
 from .models.manager import ModelManager
 from .observability import AccessLogMiddleware, Metrics
 from .protocols.anthropic import errors as anthropic_errors
@@ -154,7 +155,9 @@ def create_app(manager: ModelManager, settings: Settings) -> Starlette:
     app.state.metrics = Metrics()
     app.state.response_store = open_store(settings.state_dir, settings.max_stored_responses)
     # add_middleware wraps: the last added runs first. Order on the way in: access log (sees
-    # every answer, 401 and 413 included), CORS (answers preflights), API key, body limit.
+    # every answer, 401 and 413 included), CORS (answers preflights), API key, body limit,
+    # disconnect (cancels a handler whose client left).
+    app.add_middleware(DisconnectMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(APIKeyMiddleware, keys=settings.keys())
     if settings.cors_origins:

@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import llama_cpp
 import numpy as np
@@ -31,9 +33,15 @@ from .rerank import PairFormat, Ranking, relevance
 from .tokens import Vocabulary
 from .types import EngineError
 
+T = TypeVar("T")
+
 logger = logging.getLogger(__name__)
 
 EmbeddingInput = str | list[int]
+
+
+class _Cancelled(Exception):
+    """The request's client left: nobody awaits the result any more."""
 
 # Pooling a model's metadata may ask for that yields one vector per input; anything else (none,
 # rank) falls back to mean pooling, which is what Ollama and llama-server give chat models.
@@ -114,6 +122,7 @@ class Embedder:
                        else self.n_embd)
         self._pair_format = PairFormat.of(llama) if self.ranks else None
         self._n_seq_max = int(llama.context_params.n_seq_max)
+        self._cancelled: threading.Event | None = None  # the running request's (worker only)
 
     @classmethod
     def load(cls, path: Path, options: LoadOptions, *, chat_model: bool) -> Embedder:
@@ -176,11 +185,15 @@ class Embedder:
                 f"{self.n_embd} dimensions; ask for {self.n_embd} or fewer.",
                 param="dimensions",
             )
-        loop = asyncio.get_running_loop()
-        result = await loop.run_in_executor(self._worker, self._embed, list(inputs), truncate)
+        result = await self._on_worker(self._embed, list(inputs), truncate)
         if dimensions is not None and dimensions < self.n_embd:
             result.vectors = normalize(result.vectors[:, :dimensions])
         return result
+
+    def _stop_if_cancelled(self, where: str) -> None:
+        if self._cancelled is not None and self._cancelled.is_set():
+            logger.info("embedding request cancelled (its client left) %s", where)
+            raise _Cancelled()
 
     def _tokens(self, index: int, item: EmbeddingInput, truncate: bool) -> list[int]:
         if isinstance(item, str):
@@ -209,7 +222,10 @@ class Embedder:
         return tokens
 
     def _embed(self, inputs: list[EmbeddingInput], truncate: bool = False) -> Embeddings:
-        sequences = [self._tokens(i, item, truncate) for i, item in enumerate(inputs)]
+        sequences = []
+        for index, item in enumerate(inputs):
+            self._stop_if_cancelled(f"while reading input {index} of {len(inputs)}")
+            sequences.append(self._tokens(index, item, truncate))
         vectors, _ = self._evaluate(sequences)
         return Embeddings(normalize(vectors), sum(len(s) for s in sequences))
 
@@ -219,9 +235,27 @@ class Embedder:
         if not self.ranks:
             raise EngineError("this model is not a reranker (its pooling type is "
                               f"{self.pooling}, not rank)", param="model")
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._worker, self._rerank, query, list(documents),
-                                          raw)
+        return await self._on_worker(self._rerank, query, list(documents), raw)
+
+    async def _on_worker(self, work: Callable[..., T], *args: object) -> T:
+        """`work(*args)` on the worker thread; if the caller is cancelled (its client left),
+        the work stops at its next batch rather than running on for nobody."""
+        cancelled = threading.Event()
+        future = asyncio.get_running_loop().run_in_executor(
+            self._worker, lambda: self._cancellable(cancelled, work, *args))
+        try:
+            return await future
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    def _cancellable(self, cancelled: threading.Event, work: Callable[..., T],
+                     *args: object) -> T:
+        self._cancelled = cancelled
+        try:
+            return work(*args)
+        finally:
+            self._cancelled = None
 
     def _rerank(self, query: str, documents: list[str], raw: bool) -> Ranking:
         pairs = self._pairs(query, documents)
@@ -259,7 +293,8 @@ class Embedder:
         llama, batch, ctx = self.llama, self.llama._batch, self.llama._ctx
         lengths = [len(s) for s in sequences]
         runs = list(pack_batches(lengths, self.llama.n_batch, self._n_seq_max))
-        for run in runs:
+        for done, run in enumerate(runs):
+            self._stop_if_cancelled(f"after {done} of {len(runs)} batches")
             batch.reset()
             for seq_id, i in enumerate(run):
                 # Every token is an output in embedding mode (as in Llama.embed).
