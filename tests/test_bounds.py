@@ -249,3 +249,18 @@ def test_a_finished_answer_is_not_cancelled(live: LiveServer, http: httpx.Client
     for _ in range(3):
         assert http.post("/v1/chat/completions", json=chat("Hi", max_tokens=1)).is_success
     assert log_count(live, "the client disconnected") == before
+
+
+def test_an_embedding_input_that_cannot_fit_is_refused_before_tokenizing(
+        http: httpx.Client) -> None:
+    response = http.post("/v1/embeddings", json={"model": "smollm2", "input": "x y " * 500_000})
+    error = assert_openai_error(response, 400)
+    assert "input[0] has at least" in error["message"] and error["param"] == "input"
+
+
+def test_a_truncated_embedding_reads_only_the_head_of_a_huge_input(http: httpx.Client) -> None:
+    """Ollama truncates by default: an 8 MB input embeds as its first tokens do."""
+    sentence = "All work and no play makes Jack a dull boy. "
+    vectors = [http.post("/api/embed", json={"model": "smollm2", "input": sentence * count})
+               .json()["embeddings"][0] for count in (200, 200_000)]
+    assert vectors[0] == pytest.approx(vectors[1], abs=1e-4)

@@ -123,6 +123,7 @@ class Embedder:
         self._pair_format = PairFormat.of(llama) if self.ranks else None
         self._n_seq_max = int(llama.context_params.n_seq_max)
         self._cancelled: threading.Event | None = None  # the running request's (worker only)
+        _ = self.vocabulary.longest_piece  # read once at load, not on a request
 
     @classmethod
     def load(cls, path: Path, options: LoadOptions, *, chat_model: bool) -> Embedder:
@@ -195,11 +196,30 @@ class Embedder:
             logger.info("embedding request cancelled (its client left) %s", where)
             raise _Cancelled()
 
+    def _within_reach(self, index: int, text: bytes, truncate: bool) -> bytes:
+        """A text that cannot fit is refused before tokenizing it (31 MB take ~30 s); with
+        `truncate` only its head is tokenized: twice the bytes that hold max_input_tokens
+        tokens, so the tokens kept are those of the whole text (the cut falls far past
+        them, unless one word is longer than that)."""
+        vocabulary, limit = self.vocabulary, self.max_input_tokens
+        fewest = vocabulary.fewest_tokens(len(text))
+        if fewest <= limit:
+            return text
+        if not truncate:
+            raise EngineError(
+                f"input[{index}] has at least {fewest} tokens, more than this model embeds at "
+                f"once ({limit} tokens). Shorten or split it.",
+                param="input",
+            )
+        assert vocabulary.longest_piece is not None  # fewest_tokens is 0 without it
+        return text[: 2 * limit * vocabulary.longest_piece]
+
     def _tokens(self, index: int, item: EmbeddingInput, truncate: bool) -> list[int]:
         if isinstance(item, str):
+            text = self._within_reach(index, item.encode("utf-8"), truncate)
             # add_bos asks for the model's own special tokens: [CLS] … [SEP] for BERT, none for
             # SmolLM2 (its header says add_bos_token false).
-            tokens = self.llama.tokenize(item.encode("utf-8"), add_bos=True, special=False)
+            tokens = self.llama.tokenize(text, add_bos=True, special=False)
         else:
             bad = next((t for t in item if not 0 <= t < self.n_vocab), None)
             if bad is not None:
