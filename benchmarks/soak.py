@@ -161,6 +161,7 @@ def big_image_uri(side: int) -> str:
 async def abuse(base_url: str, pid: int, args: argparse.Namespace) -> bool:
     """Abandoned non-streamed requests and oversized images; True when memory came back."""
     model, errors, waits = args.model, [], []
+    image_times: list[str] = []
     image = big_image_uri(args.image_side) if args.images else None
     no_end = {"0": -100, "1": -100, "2": -100}  # SmolLM2's end tokens: run to max_tokens
     long_chat = {"model": model, "max_tokens": 1500, "logit_bias": no_end,
@@ -181,14 +182,6 @@ async def abuse(base_url: str, pid: int, args: argparse.Namespace) -> bool:
             jobs = [abandon(base_url, "/v1/chat/completions", long_chat, 2) for _ in range(4)]
             jobs.append(abandon(base_url, "/v1/embeddings", {"model": model, "input": inputs}, 2))
             await asyncio.gather(*jobs)
-            if image is not None:
-                parts = [{"type": "text", "text": "Describe these."}] + [
-                    {"type": "image_url", "image_url": {"url": image}}] * args.images
-                reply = await client.post("/v1/chat/completions", json={
-                    "model": model, "max_tokens": 4,
-                    "messages": [{"role": "user", "content": parts}]})
-                if reply.status_code >= 500:
-                    errors.append(f"images: {reply.status_code} {reply.text[:200]}")
             started = time.perf_counter()
             reply = await client.post("/v1/chat/completions", json={
                 "model": model, "max_tokens": 4,
@@ -196,6 +189,16 @@ async def abuse(base_url: str, pid: int, args: argparse.Namespace) -> bool:
             waits.append(time.perf_counter() - started)
             if reply.status_code != 200:
                 errors.append(f"small chat: {reply.status_code} {reply.text[:200]}")
+            if image is not None:
+                parts = [{"type": "text", "text": "Describe these."}] + [
+                    {"type": "image_url", "image_url": {"url": image}}] * args.images
+                started = time.perf_counter()
+                reply = await client.post("/v1/chat/completions", json={
+                    "model": model, "max_tokens": 4,
+                    "messages": [{"role": "user", "content": parts}]})
+                image_times.append(f"{reply.status_code} {time.perf_counter() - started:.2f}")
+                if reply.status_code >= 500:
+                    errors.append(f"images: {reply.status_code} {reply.text[:200]}")
     await asyncio.sleep(3)
     sampling = False
     await sampler
@@ -204,7 +207,9 @@ async def abuse(base_url: str, pid: int, args: argparse.Namespace) -> bool:
     print(f"abuse phase: {args.abuse_rounds} rounds of 4 abandoned chats (max_tokens 1500), "
           f"1 abandoned embeddings batch (500 inputs), {args.images} images of "
           f"{args.image_side}x{args.image_side}")
-    print(f"small chat after each round: {', '.join(f'{w:.2f}' for w in waits)} s")
+    print(f"small chat right after the clients left: {', '.join(f'{w:.2f}' for w in waits)} s")
+    if image_times:
+        print(f"image requests (status, seconds): {', '.join(image_times)}")
     print(f"resident memory: start {start / 2**20:.1f} MiB, peak {peak / 2**20:.1f} MiB, "
           f"end {end / 2**20:.1f} MiB ({back:+.1f} % of the start)")
     for error in errors[:10]:
