@@ -91,6 +91,8 @@ class AccessLogMiddleware:
             await self.app(scope, receive, tracking_send)
         finally:
             elapsed = time.perf_counter() - started
+            if scope.get("state", {}).get("client_gone"):
+                status = 499  # nginx's "client closed request": no answer was sent
             route = route_label(scope["path"])
             self.metrics.requests.labels(route, str(status)).inc()
             self.metrics.latency.labels(route).observe(elapsed)

@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .auth import APIKeyMiddleware
 from .crosssite import CrossSiteMiddleware
+from .disconnect import DisconnectMiddleware
 from .models.manager import ModelManager
 from .observability import AccessLogMiddleware, Metrics
 from .protocols.anthropic import errors as anthropic_errors
@@ -166,7 +167,9 @@ def create_app(manager: ModelManager, settings: Settings) -> Starlette:
     app.state.response_store = open_store(settings.state_dir, settings.max_stored_responses)
     # add_middleware wraps: the last added runs first. Order on the way in: access log (sees
     # every answer, 401 and 413 included), cross-site guard (Host, browsers' content types), CORS
-    # (answers preflights), API key, body limit, body read timeout.
+    # (answers preflights), API key, body limit, body read timeout, disconnect (cancels a
+    # handler whose client left).
+    app.add_middleware(DisconnectMiddleware)
     app.add_middleware(BodyTimeoutMiddleware, timeout=settings.read_timeout)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(APIKeyMiddleware, keys=settings.keys())

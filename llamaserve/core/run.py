@@ -197,20 +197,24 @@ def _check_context(options: GenerationOptions, model: ResidentModel) -> None:
         )
 
 
-async def merged(streams: list[AsyncIterator[T]]) -> AsyncIterator[T]:
+async def merged(streams: list[AsyncIterator[T]], window: int | None = None) -> AsyncIterator[T]:
     """The items of several async iterators as they come, e.g. the choices of one request,
-    which the engine decodes together. An error in any of them is raised here; closing this
-    closes them all (their generations stop)."""
+    which the engine decodes together. At most `window` are iterated at once (in waves: the
+    next starts as one ends), so a request with more choices than the model has sequences
+    neither fills its queue nor starts them all on the event loop at once. An error in any of
+    them is raised here; closing this closes them all (their generations stop)."""
     if len(streams) == 1:
         async for item in streams[0]:
             yield item
         return
     queue: asyncio.Queue[tuple[int, Any]] = asyncio.Queue()
+    gate = asyncio.Semaphore(window or len(streams))
 
     async def pump(stream: AsyncIterator[T]) -> None:
         try:
-            async for item in stream:
-                await queue.put((0, item))
+            async with gate:
+                async for item in stream:
+                    await queue.put((0, item))
         except Exception as exc:  # noqa: BLE001 - re-raised by the consumer
             await queue.put((1, exc))
         await queue.put((2, None))
@@ -233,10 +237,11 @@ async def merged(streams: list[AsyncIterator[T]]) -> AsyncIterator[T]:
 
 
 async def _started(
-    starts: list[Callable[[], Any]],
+    starts: list[Callable[[], Any]], window: int,
 ) -> AsyncIterator[Any]:
     """Start the first stream now (its errors raise to the caller, before any response),
-    the others as the merged iterator runs; all decode together."""
+    the others as the merged iterator runs, `window` at a time; those running decode
+    together."""
     first = await starts[0]()
 
     def stream(index: int) -> AsyncIterator[Any]:
@@ -245,7 +250,7 @@ async def _started(
                 yield item
         return run()
 
-    return merged([stream(index) for index in range(len(starts))])
+    return merged([stream(index) for index in range(len(starts))], window)
 
 
 async def start_chat(
@@ -285,7 +290,7 @@ async def start_chat(
         return shape_choice(events, index, plan.mode, plan.tool_names, reasoning[0])
 
     starts = [lambda index=index: start(index) for index in range(request.n)]
-    return plan, await _started(starts)
+    return plan, await _started(starts, runtime.settings.parallel)
 
 
 async def start_completion(
@@ -320,4 +325,5 @@ async def start_completion(
         return tagged()
 
     runs = len(request.prompts) * candidates
-    return await _started([lambda run=run: start(run) for run in range(runs)])
+    return await _started([lambda run=run: start(run) for run in range(runs)],
+                          runtime.settings.parallel)

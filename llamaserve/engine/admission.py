@@ -22,6 +22,11 @@ from .types import EngineBusyError, EngineInternalError, Event, Finished, Genera
 
 logger = logging.getLogger(__name__)
 
+# Threads preparing prompts (template, tokenizer, sampler): more than one, so a long prompt
+# being tokenized does not hold up the small ones behind it (llama.cpp's tokenizer is const
+# and ctypes releases the GIL while it runs).
+MAX_PROMPT_THREADS = 4
+
 
 class Admission:
     def __init__(self, preparer: Preparer, options: LoadOptions) -> None:
@@ -35,7 +40,8 @@ class Admission:
         self._closing = False
         self._winding_down = False  # shutting down: running requests end now, as "length"
         self._outbox = Outbox()
-        self._prep = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prompt")
+        self._prep = ThreadPoolExecutor(max_workers=max(2, min(self.parallel, MAX_PROMPT_THREADS)),
+                                        thread_name_prefix="prompt")
 
     def _place(self, job: Job) -> None:  # pragma: no cover - the scheduler's
         raise NotImplementedError

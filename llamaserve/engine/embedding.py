@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import llama_cpp
 import numpy as np
@@ -31,9 +33,15 @@ from .rerank import PairFormat, Ranking, relevance
 from .tokens import Vocabulary
 from .types import EngineError
 
+T = TypeVar("T")
+
 logger = logging.getLogger(__name__)
 
 EmbeddingInput = str | list[int]
+
+
+class _Cancelled(Exception):
+    """The request's client left: nobody awaits the result any more."""
 
 # Pooling a model's metadata may ask for that yields one vector per input; anything else (none,
 # rank) falls back to mean pooling, which is what Ollama and llama-server give chat models.
@@ -114,6 +122,8 @@ class Embedder:
                        else self.n_embd)
         self._pair_format = PairFormat.of(llama) if self.ranks else None
         self._n_seq_max = int(llama.context_params.n_seq_max)
+        self._cancelled: threading.Event | None = None  # the running request's (worker only)
+        _ = self.vocabulary.longest_piece  # read once at load, not on a request
 
     @classmethod
     def load(cls, path: Path, options: LoadOptions, *, chat_model: bool) -> Embedder:
@@ -176,17 +186,40 @@ class Embedder:
                 f"{self.n_embd} dimensions; ask for {self.n_embd} or fewer.",
                 param="dimensions",
             )
-        loop = asyncio.get_running_loop()
-        result = await loop.run_in_executor(self._worker, self._embed, list(inputs), truncate)
+        result = await self._on_worker(self._embed, list(inputs), truncate)
         if dimensions is not None and dimensions < self.n_embd:
             result.vectors = normalize(result.vectors[:, :dimensions])
         return result
 
+    def _stop_if_cancelled(self, where: str) -> None:
+        if self._cancelled is not None and self._cancelled.is_set():
+            logger.info("embedding request cancelled (its client left) %s", where)
+            raise _Cancelled()
+
+    def _within_reach(self, index: int, text: bytes, truncate: bool) -> bytes:
+        """A text that cannot fit is refused before tokenizing it (31 MB take ~30 s); with
+        `truncate` only its head is tokenized: twice the bytes that hold max_input_tokens
+        tokens, so the tokens kept are those of the whole text (the cut falls far past
+        them, unless one word is longer than that)."""
+        vocabulary, limit = self.vocabulary, self.max_input_tokens
+        fewest = vocabulary.fewest_tokens(len(text))
+        if fewest <= limit:
+            return text
+        if not truncate:
+            raise EngineError(
+                f"input[{index}] has at least {fewest} tokens, more than this model embeds at "
+                f"once ({limit} tokens). Shorten or split it.",
+                param="input",
+            )
+        assert vocabulary.longest_piece is not None  # fewest_tokens is 0 without it
+        return text[: 2 * limit * vocabulary.longest_piece]
+
     def _tokens(self, index: int, item: EmbeddingInput, truncate: bool) -> list[int]:
         if isinstance(item, str):
+            text = self._within_reach(index, item.encode("utf-8"), truncate)
             # add_bos asks for the model's own special tokens: [CLS] … [SEP] for BERT, none for
             # SmolLM2 (its header says add_bos_token false).
-            tokens = self.llama.tokenize(item.encode("utf-8"), add_bos=True, special=False)
+            tokens = self.llama.tokenize(text, add_bos=True, special=False)
         else:
             bad = next((t for t in item if not 0 <= t < self.n_vocab), None)
             if bad is not None:
@@ -209,7 +242,10 @@ class Embedder:
         return tokens
 
     def _embed(self, inputs: list[EmbeddingInput], truncate: bool = False) -> Embeddings:
-        sequences = [self._tokens(i, item, truncate) for i, item in enumerate(inputs)]
+        sequences = []
+        for index, item in enumerate(inputs):
+            self._stop_if_cancelled(f"while reading input {index} of {len(inputs)}")
+            sequences.append(self._tokens(index, item, truncate))
         vectors, _ = self._evaluate(sequences)
         return Embeddings(normalize(vectors), sum(len(s) for s in sequences))
 
@@ -219,9 +255,27 @@ class Embedder:
         if not self.ranks:
             raise EngineError("this model is not a reranker (its pooling type is "
                               f"{self.pooling}, not rank)", param="model")
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._worker, self._rerank, query, list(documents),
-                                          raw)
+        return await self._on_worker(self._rerank, query, list(documents), raw)
+
+    async def _on_worker(self, work: Callable[..., T], *args: object) -> T:
+        """`work(*args)` on the worker thread; if the caller is cancelled (its client left),
+        the work stops at its next batch rather than running on for nobody."""
+        cancelled = threading.Event()
+        future = asyncio.get_running_loop().run_in_executor(
+            self._worker, lambda: self._cancellable(cancelled, work, *args))
+        try:
+            return await future
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    def _cancellable(self, cancelled: threading.Event, work: Callable[..., T],
+                     *args: object) -> T:
+        self._cancelled = cancelled
+        try:
+            return work(*args)
+        finally:
+            self._cancelled = None
 
     def _rerank(self, query: str, documents: list[str], raw: bool) -> Ranking:
         pairs = self._pairs(query, documents)
@@ -259,7 +313,8 @@ class Embedder:
         llama, batch, ctx = self.llama, self.llama._batch, self.llama._ctx
         lengths = [len(s) for s in sequences]
         runs = list(pack_batches(lengths, self.llama.n_batch, self._n_seq_max))
-        for run in runs:
+        for done, run in enumerate(runs):
+            self._stop_if_cancelled(f"after {done} of {len(runs)} batches")
             batch.reset()
             for seq_id, i in enumerate(run):
                 # Every token is an output in embedding mode (as in Llama.embed).

@@ -16,6 +16,7 @@ from .options import LoadOptions
 from .prompt import ChatPrompter
 from .sampling import LogprobReader, build_sampler
 from .stops import StopMatcher
+from .tokens import Vocabulary
 from .types import EngineError, GenerationRequest, PromptTooLongError
 from .vision import MediaPrompt, VisionProjector, choose_handler, handler_format
 
@@ -53,6 +54,8 @@ class Preparer:
         self.n_ctx = n_ctx
         self.vision_lock = vision_lock
         self.schemas = SchemaCompiler(llama._model.vocab, llama.n_vocab())
+        self.vocabulary = Vocabulary(llama)
+        _ = self.vocabulary.longest_piece  # read once at load, not on a request
 
     def job(self, request: GenerationRequest) -> Job:
         tokens, template_stops, media = self._prompt_tokens(request)
@@ -90,6 +93,7 @@ class Preparer:
         if request.messages is not None:
             rendered = self.prompter.render(request.messages, request.tools,
                                             request.template_options)
+            self._check_bytes(len(rendered.text.encode("utf-8")), "messages")
             if request.images:
                 if self.vision is None:
                     raise EngineError("this model does not accept images", param="messages")
@@ -111,8 +115,11 @@ class Preparer:
                 )
             tokens = list(prompt)
         else:
+            text = (prompt or "").encode("utf-8")
+            suffix = len(request.suffix.encode("utf-8")) if request.suffix is not None else 0
+            self._check_bytes(len(text) + suffix, "prompt")
             add_bos = llama._model.add_bos_token()
-            tokens = llama.tokenize((prompt or "").encode("utf-8"), add_bos=add_bos, special=False)
+            tokens = llama.tokenize(text, add_bos=add_bos, special=False)
         if request.suffix is not None:
             tokens = self._infill(tokens, request.suffix)
         return tokens, [], None
@@ -130,6 +137,18 @@ class Preparer:
         pre, suf, mid = fim
         suffix_tokens = self.llama.tokenize(suffix.encode("utf-8"), add_bos=False, special=False)
         return [pre, *prefix, suf, *suffix_tokens, mid]
+
+    def _check_bytes(self, n_bytes: int, param: str) -> None:
+        """Refuse a text that cannot fit before tokenizing it: tokenizing a 31 MB prompt takes
+        ~30 s (and its token array ~120 MB) only to find it too long."""
+        fewest = self.vocabulary.fewest_tokens(n_bytes)
+        if fewest >= self.n_ctx:
+            raise PromptTooLongError(
+                f"This model's maximum context length is {self.n_ctx} tokens. However, your "
+                f"prompt has at least {fewest} tokens ({n_bytes} bytes), leaving no room for a "
+                "completion. Shorten the prompt.",
+                param=param,
+            )
 
     def _check_fits(self, n_prompt: int, max_tokens: int | None) -> None:
         """The prompt's KV cells plus max_tokens must fit in a sequence's n_ctx cells (its

@@ -33,7 +33,6 @@ from .jobs import Job, JobState
 from .options import N_BATCH, LoadOptions
 from .prepare import Preparer, make_prompter
 from .slots import SlotView, choose_slot
-from .tokens import Vocabulary
 from .types import (
     EngineBusyError,
     EngineError,
@@ -58,7 +57,7 @@ class BatchEngine(Admission):
         vision: VisionProjector | None = None,
     ) -> None:
         self.llama = context.llama
-        self.vocabulary = Vocabulary(context.llama)  # tokenizing for clients, off the loop
+        self.vocabulary = preparer.vocabulary  # tokenizing for clients, off the loop
         self.prompter = preparer.prompter
         self.path = path
         self.vision = vision  # None: the model does not accept images

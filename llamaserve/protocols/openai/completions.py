@@ -29,9 +29,19 @@ from .http import (
     stop_list,
     wire_usage,
 )
-from .schemas import Completion, CompletionChoice, CompletionLogprobs, CompletionRequest
+from .schemas import (
+    MAX_PROMPTS,
+    Completion,
+    CompletionChoice,
+    CompletionLogprobs,
+    CompletionRequest,
+)
 
 logger = logging.getLogger(__name__)
+
+# Generations one request may ask for (prompts × best_of, or × n): every field's own maximum
+# (2,048 prompts, n 128, best_of 20) alone, not their product. They run in waves of --parallel.
+MAX_GENERATIONS = MAX_PROMPTS
 
 
 def prompts_of(body: CompletionRequest) -> list[str | list[int]]:
@@ -109,6 +119,8 @@ def completion_request(body: CompletionRequest, keep_alive: float | None) -> Cor
         raise RequestError(400, "'best_of' greater than 'n' cannot be streamed: the best "
                            "choices are known only at the end.", param="best_of",
                            code="invalid_value")
+    prompts = prompts_of(body)
+    _check_generations(len(prompts), n, best_of)
     return CoreCompletionRequest(
         model=body.model,
         sampling=sampling_of(body),
@@ -118,13 +130,26 @@ def completion_request(body: CompletionRequest, keep_alive: float | None) -> Cor
         grammar=body.grammar,
         cache_prompt=body.cache_prompt is not False,
         keep_alive=keep_alive,
-        prompts=prompts_of(body),
+        prompts=prompts,
         suffix=body.suffix,
         best_of=best_of,
         echo=bool(body.echo),
         # best_of ranks candidates by mean token logprob, so it needs them even if not returned
         logprobs=body.logprobs if body.logprobs is not None else (0 if best_of > n else None),
     )
+
+
+def _check_generations(prompts: int, n: int, best_of: int) -> None:
+    runs = prompts * best_of
+    if runs <= MAX_GENERATIONS:
+        return
+    field = "best_of" if best_of > n else "n"
+    raise RequestError(
+        400,
+        f"This request asks for {runs} generations ({prompts} prompts in 'prompt' × "
+        f"'{field}' {best_of}), more than the {MAX_GENERATIONS} one request may ask for. Send "
+        f"fewer prompts or a smaller '{field}', or split the request.",
+        param=field, code="invalid_value")
 
 
 def _maker(completion_id: str, created: int, model: str) -> Any:
