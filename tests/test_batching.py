@@ -1,6 +1,8 @@
 """The batching engine: concurrent requests decoded together give what each gives alone; the
 prefix cache changes nothing but the work; disconnects free sequences; the wait queue is
-bounded. All on the real SmolLM2 over HTTP."""
+bounded. All on the real SmolLM2 over HTTP, served with --deterministic: bit-identical outputs
+across batch shapes are that option's promise (the default's is weaker: the same request under
+the same concurrency)."""
 
 from __future__ import annotations
 
@@ -36,6 +38,35 @@ SETTINGS: list[dict[str, Any]] = [
 QUESTIONS = ["Tell me about cats.", "What is the capital of France?", "Name three colours.",
              "Write a haiku about rain.", "Why is the sky blue?", "Describe a forest.",
              "What do bees make?", "Give me a tip for sleeping well."]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """As conftest's shared server, with --deterministic (LLAMASERVE_DETERMINISTIC here)."""
+    live = start_server(["smollm2", "--ctx", "1024"], tmp_path_factory.mktemp("server"),
+                        env={"LLAMASERVE_DETERMINISTIC": "1"})
+    yield live
+    live.stop()
+
+
+@pytest.fixture(scope="module")
+def client(server: LiveServer) -> openai.OpenAI:
+    return openai.OpenAI(base_url=server.v1, api_key="IGNORED", max_retries=0, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def http(server: LiveServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.base_url, timeout=120) as raw:
+        yield raw
+
+
+@pytest.fixture(scope="module")
+def vision_client(tmp_path_factory: pytest.TempPathFactory,
+                  projector_path: Path) -> Iterator[openai.OpenAI]:
+    live = start_server(["smollm2", "--ctx", "1024", "--mmproj", str(projector_path),
+                         "--deterministic"], tmp_path_factory.mktemp("vision"))
+    yield openai.OpenAI(base_url=live.v1, api_key="IGNORED", max_retries=0, timeout=120)
+    live.stop()
 
 
 def stream_text(client: openai.OpenAI, question: str, **fields: Any) -> str:
@@ -199,7 +230,8 @@ def test_images_go_into_their_own_sequences(vision_client: openai.OpenAI) -> Non
 @pytest.fixture(scope="module")
 def narrow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     live = start_server(["smollm2", "--ctx", "2048", "--parallel", "1", "--queue-size", "1",
-                         "--queue-timeout", "4"], tmp_path_factory.mktemp("narrow"))
+                         "--queue-timeout", "4", "--deterministic"],
+                        tmp_path_factory.mktemp("narrow"))
     yield live
     live.stop()
 
