@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import threading
 import time
 import uuid
@@ -230,7 +231,7 @@ def test_images_go_into_their_own_sequences(vision_client: openai.OpenAI) -> Non
 @pytest.fixture(scope="module")
 def narrow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     live = start_server(["smollm2", "--ctx", "2048", "--parallel", "1", "--queue-size", "1",
-                         "--queue-timeout", "4", "--deterministic"],
+                         "--queue-timeout", "4", "--deterministic", "--verbose"],
                         tmp_path_factory.mktemp("narrow"))
     yield live
     live.stop()
@@ -287,6 +288,15 @@ def test_a_disconnect_frees_the_sequence_for_the_next_request(narrow: LiveServer
         assert answer.status_code == 200, answer.text
         assert answer.json()["usage"]["completion_tokens"] == 4
         assert sequences(narrow) == {"parallel": 1, "running": 0, "waiting": 0}
+
+
+def test_deterministic_runs_micro_batches_under_64_tokens_with_flash_attention(
+    narrow: LiveServer,
+) -> None:
+    log = narrow.log()
+    served = log[log.rindex("llama_context: n_seq_max"):]  # the context that replaced the first
+    assert re.search(r"n_ubatch\s+= 63\n", served), served[:2000]
+    assert re.search(r"flash_attn\s+= enabled", served)
 
 
 def test_a_queued_request_runs_when_the_sequence_frees(narrow: LiveServer) -> None:
