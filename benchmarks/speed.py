@@ -32,6 +32,7 @@ import json
 import os
 import random
 import shlex
+import signal
 import statistics
 import subprocess
 import sys
@@ -284,6 +285,8 @@ def main() -> None:
                for n in args.prompt_tokens}
     tokenizer.close()
     results: dict[str, dict] = {}
+    # a SIGTERM (timeout, kill) still stops the server under test, through `finally`
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     for server in servers(args, gguf):
         url, process = launch(server)
         try:
