@@ -6,7 +6,8 @@ editing a passage of the prompt), where speculative decoding pays.
     python benchmarks/speed.py --quick                      # a short run, to check it works
     python benchmarks/speed.py --deterministic              # also llamaserve --deterministic
     python benchmarks/speed.py --llamaserve-args "--speculative"   # flags for llamaserve
-    python benchmarks/speed.py --spec-types ngram-simple ngram-mod ngram-map-k ngram-cache
+    python benchmarks/speed.py --spec-types ngram-simple ngram-mod ngram-map-k ngram-cache \
+        --workloads copy edit                               # which n-gram mode pays most
 
 Servers, one at a time, each with --parallel 4 sequences of --ctx (4096) tokens: llamaserve
 with its defaults (and --llamaserve-args), optionally llamaserve --deterministic, llama-server
@@ -80,6 +81,7 @@ PASSAGES = [
     "with snow, and the train began the long climb toward the pass.",
 ]
 EDITS = [("lighthouse", "windmill"), ("bread", "cake"), ("train", "bus")]
+WORKLOADS = ("prefill", "decode", "copy", "edit")
 
 
 @dataclass
@@ -203,15 +205,17 @@ async def grounded(url: str, kind: str, repeats: int) -> dict:
 
 def measure(url: str, args: argparse.Namespace, prompts: dict[int, list[str]]) -> dict:
     found: dict[str, dict] = {}
-    for n, texts in prompts.items():
-        found[f"prefill {n}"] = asyncio.run(prefill(url, texts))
-    for concurrency in (1, 4):
+    if "prefill" in args.workloads:
+        for n, texts in prompts.items():
+            found[f"prefill {n}"] = asyncio.run(prefill(url, texts))
+    for concurrency in (1, 4) if "decode" in args.workloads else ():
         result = asyncio.run(level(url, MODEL, concurrency, args.rounds, args.tokens))
         found[f"decode c={concurrency}"] = {
             "tps": result["stream_tps"] if concurrency == 1 else result["aggregate_tps"],
             "ttft_ms": result["ttft_p50_ms"], "errors": result["errors"]}
     for kind in ("copy", "edit"):
-        found[kind] = asyncio.run(grounded(url, kind, args.repeats))
+        if kind in args.workloads:
+            found[kind] = asyncio.run(grounded(url, kind, args.repeats))
     return found
 
 
@@ -266,6 +270,8 @@ def main() -> None:
     parser.add_argument("--prompt-tokens", type=int, nargs="+", default=[1000, 3000])
     parser.add_argument("--spec-types", nargs="*", default=["ngram-simple", "ngram-mod"],
                         help="llama-server --spec-type values to run (none: no such rows)")
+    parser.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=WORKLOADS,
+                        help="what to measure [default: all]")
     parser.add_argument("--llamaserve-args", default="", help="more flags for llamaserve run")
     parser.add_argument("--llama-server-args", default="", help="more flags for llama-server")
     parser.add_argument("--deterministic", action="store_true",
