@@ -145,8 +145,9 @@ class Settings(BaseSettings):
     deterministic: Annotated[bool, Flag()] = Field(
         default=False,
         description="Bit-identical outputs whatever else is decoded at the same time "
-        "(63-token micro-batches, flash attention; CPU only): prompts evaluate about 30 % "
-        "slower. Without it the same request repeats its output under the same concurrency.")
+        "(63-token micro-batches, flash attention; CPU only): prompts evaluate 20-50 % slower, "
+        "the more the longer. Without it a request repeats its output under the same "
+        "concurrency.")
     cache_type_k: Annotated[Literal["f16", "q8_0", "q4_0"], Flag()] = Field(
         default="f16", description="KV cache type for K: q8_0 takes 53 % of f16's memory, q4_0 "
         "28 %.")
