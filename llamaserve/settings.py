@@ -142,6 +142,18 @@ class Settings(BaseSettings):
         default="auto",
         description="Layers to offload to the GPU; -1 = all, 0 = none, auto = all when "
         "llama.cpp was built with CUDA/Metal/Vulkan.")
+    deterministic: Annotated[bool, Flag()] = Field(
+        default=False,
+        description="Bit-identical outputs whatever else is decoded at the same time "
+        "(63-token micro-batches, flash attention; CPU only): prompts evaluate 20-50 % slower, "
+        "the more the longer. Without it a request repeats its output under the same "
+        "concurrency.")
+    cache_type_k: Annotated[Literal["f16", "q8_0", "q4_0"], Flag()] = Field(
+        default="f16", description="KV cache type for K: q8_0 takes 53 % of f16's memory, q4_0 "
+        "28 %.")
+    cache_type_v: Annotated[Literal["f16", "q8_0", "q4_0"], Flag()] = Field(
+        default="f16", description="KV cache type for V (quantized: flash attention is "
+        "turned on, as llama.cpp needs it).")
     reasoning_format: Annotated[Literal["auto", "none"], Flag()] = Field(
         default="auto",
         description="Thinking models: auto = their reasoning (<think>...</think>, detected "
@@ -288,4 +300,7 @@ def load_options(settings: Settings, spec: ModelSpec) -> LoadOptions:
         parallel=settings.parallel,
         queue_size=settings.queue_size,
         queue_timeout=settings.queue_timeout,
+        deterministic=settings.deterministic,
+        cache_type_k=settings.cache_type_k,
+        cache_type_v=settings.cache_type_v,
     )

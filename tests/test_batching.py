@@ -1,11 +1,14 @@
 """The batching engine: concurrent requests decoded together give what each gives alone; the
 prefix cache changes nothing but the work; disconnects free sequences; the wait queue is
-bounded. All on the real SmolLM2 over HTTP."""
+bounded. All on the real SmolLM2 over HTTP, served with --deterministic: bit-identical outputs
+across batch shapes are that option's promise (the default's is weaker: the same request under
+the same concurrency)."""
 
 from __future__ import annotations
 
 import io
 import json
+import re
 import threading
 import time
 import uuid
@@ -36,6 +39,35 @@ SETTINGS: list[dict[str, Any]] = [
 QUESTIONS = ["Tell me about cats.", "What is the capital of France?", "Name three colours.",
              "Write a haiku about rain.", "Why is the sky blue?", "Describe a forest.",
              "What do bees make?", "Give me a tip for sleeping well."]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """As conftest's shared server, with --deterministic (LLAMASERVE_DETERMINISTIC here)."""
+    live = start_server(["smollm2", "--ctx", "1024"], tmp_path_factory.mktemp("server"),
+                        env={"LLAMASERVE_DETERMINISTIC": "1"})
+    yield live
+    live.stop()
+
+
+@pytest.fixture(scope="module")
+def client(server: LiveServer) -> openai.OpenAI:
+    return openai.OpenAI(base_url=server.v1, api_key="IGNORED", max_retries=0, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def http(server: LiveServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.base_url, timeout=120) as raw:
+        yield raw
+
+
+@pytest.fixture(scope="module")
+def vision_client(tmp_path_factory: pytest.TempPathFactory,
+                  projector_path: Path) -> Iterator[openai.OpenAI]:
+    live = start_server(["smollm2", "--ctx", "1024", "--mmproj", str(projector_path),
+                         "--deterministic"], tmp_path_factory.mktemp("vision"))
+    yield openai.OpenAI(base_url=live.v1, api_key="IGNORED", max_retries=0, timeout=120)
+    live.stop()
 
 
 def stream_text(client: openai.OpenAI, question: str, **fields: Any) -> str:
@@ -199,7 +231,8 @@ def test_images_go_into_their_own_sequences(vision_client: openai.OpenAI) -> Non
 @pytest.fixture(scope="module")
 def narrow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     live = start_server(["smollm2", "--ctx", "2048", "--parallel", "1", "--queue-size", "1",
-                         "--queue-timeout", "4"], tmp_path_factory.mktemp("narrow"))
+                         "--queue-timeout", "4", "--deterministic", "--verbose"],
+                        tmp_path_factory.mktemp("narrow"))
     yield live
     live.stop()
 
@@ -255,6 +288,15 @@ def test_a_disconnect_frees_the_sequence_for_the_next_request(narrow: LiveServer
         assert answer.status_code == 200, answer.text
         assert answer.json()["usage"]["completion_tokens"] == 4
         assert sequences(narrow) == {"parallel": 1, "running": 0, "waiting": 0}
+
+
+def test_deterministic_runs_micro_batches_under_64_tokens_with_flash_attention(
+    narrow: LiveServer,
+) -> None:
+    log = narrow.log()
+    served = log[log.rindex("llama_context: n_seq_max"):]  # the context that replaced the first
+    assert re.search(r"n_ubatch\s+= 63\n", served), served[:2000]
+    assert re.search(r"flash_attn\s+= enabled", served)
 
 
 def test_a_queued_request_runs_when_the_sequence_frees(narrow: LiveServer) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from llamaserve.engine.options import DEFAULT_CONTEXT_CAP
+from llamaserve.engine.options import DEFAULT_CONTEXT_CAP, micro_batch
 from llamaserve.models.gguf_info import effective_context, read_model_info
 
 from .conftest import start_server
@@ -75,7 +75,8 @@ def test_long_context_gguf_is_served_capped_and_everyone_agrees(
     try:
         models = httpx.get(f"{live.base_url}/api/ps", timeout=30).json()["models"]
         assert [m["context_length"] for m in models] == [DEFAULT_CONTEXT_CAP]
-        estimate = read_model_info(long_context_model).estimate(DEFAULT_CONTEXT_CAP, 63, 4)
+        estimate = read_model_info(long_context_model).estimate(
+            DEFAULT_CONTEXT_CAP, micro_batch(0), 4)
         assert models[0]["size"] == estimate.total < 1_000_000_000
 
         # The engine runs with the same context: asking for more is refused naming it.

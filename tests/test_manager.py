@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from llamaserve.engine.options import micro_batch
 from llamaserve.models.gguf_info import read_model_info
 from llamaserve.settings import parse_duration, parse_size
 
@@ -27,8 +28,9 @@ CATALOG = "models:\n" + "".join(
 ) + "  ghost:\n    source: {hub: llamaserve-test/absent-GGUF, file: absent.gguf}\n"
 ENV = {"LLAMASERVE_THREADS": "1", "HF_HUB_OFFLINE": "1"}
 # SmolLM2 at context 256, from its header: weights, KV cache for 4 sequences (--parallel's
-# default), compute buffer for a 63-token micro-batch (the engine's on the CPU).
-SMOL_BYTES = 96_576_768 + 4 * 256 * 30 * 3 * 128 * 2 + 63 * 4 * (49152 + 3 * 576)
+# default), compute buffer for a micro-batch of 256 tokens (512, llama.cpp's default, at most
+# the context).
+SMOL_BYTES = 96_576_768 + 4 * 256 * 30 * 3 * 128 * 2 + 256 * 4 * (49152 + 3 * 576)
 
 
 def start_serve(args: list[str], tmp_path: Path) -> LiveServer:
@@ -174,7 +176,7 @@ def test_max_models_limits_the_count(serve) -> None:
 
 
 def test_a_model_with_a_request_in_flight_is_never_evicted(serve, smollm2_path: Path) -> None:
-    size = read_model_info(smollm2_path).estimate(2048, 63, sequences=4).total
+    size = read_model_info(smollm2_path).estimate(2048, micro_batch(0), sequences=4).total
     live = serve("--keep-alive", "-1", "--ctx", "2048", "--max-memory", f"{int(size * 1.5)}B")
     # SmolLM2 counts on to max_tokens at temperature 0: a long stream, which
     # closing the connection cancels.
@@ -222,7 +224,8 @@ def test_run_serves_two_different_models_resident(tmp_path: Path) -> None:
     try:
         models = httpx.get(f"{live.base_url}/api/ps").json()["models"]
         sizes = {m["id"]: m["size"] for m in models}
-        expected = read_model_info(Path(gemma.assemble())).estimate(512, 63, sequences=4).total
+        expected = read_model_info(Path(gemma.assemble())).estimate(
+            512, micro_batch(0), sequences=4).total
         assert sizes["gemma3-270m"] == expected
         assert sorted(sizes) == ["gemma3-270m", "smollm2"]
         for name in sizes:

@@ -16,7 +16,12 @@ from typing import Any
 import click
 from tqdm.std import tqdm
 
-from ..engine.options import DEFAULT_CONTEXT_CAP, DEFAULT_PARALLEL, micro_batch
+from ..engine.options import (
+    DEFAULT_CACHE_TYPE,
+    DEFAULT_CONTEXT_CAP,
+    DEFAULT_PARALLEL,
+    micro_batch,
+)
 from ..models.cache import list_local, remove, unverified
 from ..models.catalog import (
     Catalog,
@@ -27,7 +32,7 @@ from ..models.catalog import (
     load_catalog,
     resolve,
 )
-from ..models.gguf_info import GGUFError, human_bytes, human_count, read_model_info
+from ..models.gguf_info import GGUFError, human_bytes, human_count, kv_types, read_model_info
 from ..models.hub import (
     AmbiguousFileError,
     ModelFiles,
@@ -169,12 +174,16 @@ Examples:
   llamaserve show smollm2                     # header, context, memory estimate
   llamaserve show ./model.gguf --ctx 8192     # the memory it takes at another context
   llamaserve show smollm2 --template          # print the chat template
+  llamaserve show smollm2 --cache-type-k q8_0 --cache-type-v q8_0   # with a quantized KV cache
 """)
 @click.argument("name")
 @CATALOG_OPTION
 @click.option("--template", is_flag=True, help="Print the whole chat template.")
 @setting_option("ctx", help="Context size for the memory estimate.")
-def show_command(name: str, catalog: Path | None, template: bool, ctx: int | None) -> None:
+@setting_option("cache_type_k", help="KV cache type for K in the memory estimate.")
+@setting_option("cache_type_v", help="KV cache type for V in the memory estimate.")
+def show_command(name: str, catalog: Path | None, template: bool, ctx: int | None,
+                 cache_type_k: str | None, cache_type_v: str | None) -> None:
     """What NAME is, read from its GGUF header (no model load): architecture, parameters,
     context length, quantisation, chat template, projector, and the memory it will take."""
     spec = _resolve(name, _catalog(catalog))
@@ -190,7 +199,9 @@ def show_command(name: str, catalog: Path | None, template: bool, ctx: int | Non
                                      embedding=spec.kind in ("embedding", "rerank")
                                      or info.embeds_only)
     parallel = DEFAULT_PARALLEL
-    estimate = info.estimate(context, micro_batch(0), sequences=parallel)
+    estimate = info.estimate(context, micro_batch(0), sequences=parallel,
+                             cache_type_k=cache_type_k or DEFAULT_CACHE_TYPE,
+                             cache_type_v=cache_type_v or DEFAULT_CACHE_TYPE)
     first_line = (info.chat_template or "").strip().splitlines()[:1]
     rows = [
         ("name", spec.id),
@@ -204,7 +215,8 @@ def show_command(name: str, catalog: Path | None, template: bool, ctx: int | Non
         ("size", human_bytes(info.file_bytes)),
         ("memory", f"about {human_bytes(estimate.total)} at context {context} x {parallel} "
                    f"sequences on the CPU (weights "
-                   f"{human_bytes(estimate.weights)}, KV cache {human_bytes(estimate.kv_cache)}, "
+                   f"{human_bytes(estimate.weights)}, KV cache {human_bytes(estimate.kv_cache)} "
+                   f"({kv_types(estimate)}), "
                    f"compute {human_bytes(estimate.compute)})"),
         ("chat template", f"{len(info.chat_template)} characters: {first_line[0][:60]}..."
                           if info.chat_template and first_line else "none"),
@@ -302,12 +314,21 @@ def ps_command(host: str | None, port: int | None, api_key: str | None) -> None:
                 busy += f" +{seqs['waiting']} waiting"
         rows.append((model.get("id", model["name"]), human_bytes(model["size"]),
                      human_bytes(measured) if measured is not None else "-",
-                     model["processor"], str(model["context_length"]), busy, until))
+                     model["processor"], _context_column(model), busy, until))
     _echo_table(rows)
     if body.get("max_memory"):
         used = sum(model["size"] for model in body["models"])
         click.echo(f"memory budget: {human_bytes(used)} of {human_bytes(body['max_memory'])} "
                    "in use (estimated)")
+
+
+def _context_column(model: dict[str, Any]) -> str:
+    """The served context, with the KV cache types when they are not f16."""
+    context = str(model["context_length"])
+    k, v = model.get("cache_type_k") or "f16", model.get("cache_type_v") or "f16"
+    if (k, v) == ("f16", "f16"):
+        return context
+    return f"{context} (KV {k})" if k == v else f"{context} (K {k}, V {v})"
 
 
 @click.command(name="info", epilog="""

@@ -10,6 +10,7 @@ without reaching into the `Llama` object again.
 from __future__ import annotations
 
 import contextlib
+import logging
 from pathlib import Path
 
 import llama_cpp
@@ -18,7 +19,9 @@ from llama_cpp import Llama
 from llama_cpp._internals import LlamaContext
 
 from .logs import route_llama_logs
-from .options import CPU_UBATCH, N_BATCH, LoadOptions
+from .options import CACHE_TYPES, N_BATCH, LoadOptions, micro_batch
+
+logger = logging.getLogger(__name__)
 
 # llama_decode's non-zero results (llama.h); any other negative value is a fatal error.
 DECODE_FAILURES = {
@@ -49,34 +52,66 @@ def load_llama(path: Path, options: LoadOptions) -> Llama:
         verbose=options.verbose,
     )
     try:
-        _replace_context(llama, options.n_ctx, options.parallel, options.n_gpu_layers == 0)
+        _replace_context(llama, options)
     except BaseException:
         llama.close()
         raise
     return llama
 
 
-def _replace_context(llama: Llama, n_ctx: int, parallel: int, on_cpu: bool) -> None:
+GGML_CACHE_TYPES = {
+    "f16": llama_cpp.GGML_TYPE_F16,
+    "q8_0": llama_cpp.GGML_TYPE_Q8_0,
+    "q4_0": llama_cpp.GGML_TYPE_Q4_0,
+}
+
+
+def cache_type(name: str) -> int:
+    """The ggml type of a KV cache type name (--cache-type-k/-v)."""
+    try:
+        return GGML_CACHE_TYPES[name]
+    except KeyError:
+        raise ValueError(f"'{name}' is not a KV cache type: use one of "
+                         f"{', '.join(CACHE_TYPES)}") from None
+
+
+def _replace_context(llama: Llama, options: LoadOptions) -> None:
     """Swap the Llama's context for one with `parallel` sequences, each with its own KV
     stream of n_ctx cells (llama-cpp-python's constructor cannot ask for that)."""
+    assert options.n_ctx is not None
     params = llama.context_params
-    params.n_ctx = n_ctx * parallel
-    params.n_seq_max = parallel
+    params.n_ctx = options.n_ctx * options.parallel
+    params.n_seq_max = options.parallel
     params.kv_unified = False  # a stream of n_ctx cells per sequence
     params.n_batch = N_BATCH
-    if on_cpu:
-        # Batch invariance. llama.cpp's CPU attention sums over KV cells in cell order, in
-        # f16: where a sequence's cells sit changes its output. A unified cache interleaves
-        # sequences and refills holes out of order; one stream per sequence keeps each
-        # sequence's cells in position order. Flash attention also takes a tiled path (other
-        # rounding) for 64 or more query tokens, so micro-batches stay under 64. Then a
-        # request's output does not depend on what else is decoded with it or on the prefix
-        # cache (tests/test_batching.py). The cost: ~20 % of prompt throughput here.
+    params.type_k = cache_type(options.cache_type_k)
+    params.type_v = cache_type(options.cache_type_v)
+    on_cpu = options.n_gpu_layers == 0
+    params.n_ubatch = micro_batch(options.n_gpu_layers, options.deterministic)
+    # On the CPU flash attention is faster at every micro-batch size (measured with SmolLM2);
+    # with a GPU llama.cpp decides.
+    params.flash_attn_type = (llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if on_cpu
+                              else llama_cpp.LLAMA_FLASH_ATTN_TYPE_AUTO)
+    if options.deterministic and on_cpu:
+        # Batch invariance (--deterministic). llama.cpp's CPU attention sums over KV cells in
+        # cell order, in f16: where a sequence's cells sit changes its output. A unified cache
+        # interleaves sequences and refills holes out of order; one stream per sequence keeps
+        # each sequence's cells in position order. Flash attention also takes a tiled path
+        # (other rounding) for 64 or more query tokens, so micro-batches stay under 64
+        # (micro_batch). Then a request's output does not depend on what else is decoded with
+        # it or on the prefix cache (tests/test_batching.py). The cost: 20 % (1,000-token
+        # prompts) to 50 % (3,000) of prompt throughput with SmolLM2 on 2 cores. Without it,
+        # a micro-batch of 64 tokens or more rounds differently, so only the same request
+        # under the same concurrency repeats (the scheduler decodes a prompt's last token
+        # alone, as after a prefix-cache hit).
         params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
-        params.n_ubatch = CPU_UBATCH
-    else:
-        params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_AUTO
-        params.n_ubatch = N_BATCH
+    elif options.deterministic:
+        logger.warning("--deterministic: batch-invariant outputs are only provided on the "
+                       "CPU; with GPU offload llama.cpp's kernels decide")
+    if options.cache_type_v != "f16" and not on_cpu:
+        # llama.cpp cannot store a quantized V without flash attention.
+        logger.info("--cache-type-v %s needs flash attention: turned on", options.cache_type_v)
+        params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
     llama._ctx.close()
     llama._ctx = llama._stack.enter_context(contextlib.closing(
         LlamaContext(model=llama._model, params=params, verbose=llama.verbose)))

@@ -9,13 +9,17 @@ DEFAULT_CONTEXT_CAP = 4096
 DEFAULT_PARALLEL = 4
 DEFAULT_QUEUE_SIZE = 64
 DEFAULT_QUEUE_TIMEOUT = 300.0
-N_BATCH = 512  # tokens per llama_decode call
-CPU_UBATCH = 63  # tokens per micro-batch on the CPU (batch invariance: engine/context.py)
+N_BATCH = 512  # tokens per llama_decode call, and per micro-batch (llama.cpp's n_ubatch)
+CPU_UBATCH = 63  # tokens per micro-batch with --deterministic on the CPU (engine/context.py)
+# KV cache element types (--cache-type-k/-v): llama.cpp needs flash attention for a quantized V.
+CACHE_TYPES = ("f16", "q8_0", "q4_0")
+DEFAULT_CACHE_TYPE = "f16"
 
 
-def micro_batch(n_gpu_layers: int) -> int:
-    """Tokens per llama.cpp micro-batch: small on the CPU, llama.cpp's default with a GPU."""
-    return CPU_UBATCH if n_gpu_layers == 0 else N_BATCH
+def micro_batch(n_gpu_layers: int, deterministic: bool = False) -> int:
+    """Tokens per llama.cpp micro-batch: llama.cpp's default, or under 64 for batch invariance
+    on the CPU (--deterministic)."""
+    return CPU_UBATCH if deterministic and n_gpu_layers == 0 else N_BATCH
 
 
 @dataclass(frozen=True)
@@ -29,3 +33,6 @@ class LoadOptions:
     parallel: int = DEFAULT_PARALLEL  # sequences decoded together (KV cache: n_ctx each)
     queue_size: int = DEFAULT_QUEUE_SIZE  # requests that may wait for a free sequence
     queue_timeout: float = DEFAULT_QUEUE_TIMEOUT  # seconds one may wait before a 503
+    deterministic: bool = False  # outputs independent of batch shape (slower prompts)
+    cache_type_k: str = DEFAULT_CACHE_TYPE  # one of CACHE_TYPES
+    cache_type_v: str = DEFAULT_CACHE_TYPE

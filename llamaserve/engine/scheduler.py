@@ -30,7 +30,7 @@ from pathlib import Path
 from .admission import Admission
 from .context import ModelContext, decode_failure, load_llama
 from .jobs import Job, JobState
-from .options import N_BATCH, LoadOptions
+from .options import CPU_UBATCH, N_BATCH, LoadOptions, micro_batch
 from .prepare import Preparer, make_prompter
 from .slots import SlotView, choose_slot
 from .types import (
@@ -63,6 +63,7 @@ class BatchEngine(Admission):
         self.vision = vision  # None: the model does not accept images
         super().__init__(preparer, options)
         self._context = context
+        self._split_last = micro_batch(options.n_gpu_layers, options.deterministic) > CPU_UBATCH
         self._vision_lock = preparer.vision_lock
         self._thread = threading.Thread(target=self._run, name=f"llama-{path.stem}", daemon=True)
         self._thread.start()
@@ -227,6 +228,12 @@ class BatchEngine(Admission):
             if end == job.pos:
                 continue  # an image comes next (next step)
             count = min(end - job.pos, budget)
+            if (self._split_last and count > 1 and job.pos + count == len(job.tokens)
+                    and n + count > CPU_UBATCH):
+                # The last prompt token (the one whose logits are sampled) goes in a step
+                # of its own, as it does after a prefix-cache hit: a large batch rounds
+                # differently, so a repeated request would not repeat its output.
+                count -= 1
             slot = job.slot
             assert slot is not None
             last = job.pos + count == len(job.tokens)

@@ -159,6 +159,14 @@ def split_parts(path: Path) -> list[Path]:
     ]
 
 
+def cache_bytes_per_element(name: str) -> float:
+    """Bytes per K or V element of a KV cache type: f16 2, q8_0 34/32, q4_0 18/32 (a block of
+    32 values with its f16 scale)."""
+    quant = gguf.GGMLQuantizationType[name.upper()]
+    block_size, type_size = gguf.GGML_QUANT_SIZES[quant]
+    return type_size / block_size
+
+
 RANK_POOLING = int(gguf.PoolingType.RANK)  # 4, llama.cpp's LLAMA_POOLING_TYPE_RANK
 
 
@@ -171,10 +179,18 @@ class MemoryEstimate:
     compute: int
     context: int  # per sequence
     sequences: int = 1  # decoded together, each with its own `context` cells
+    cache_type_k: str = "f16"  # the KV cache's element types (--cache-type-k/-v)
+    cache_type_v: str = "f16"
 
     @property
     def total(self) -> int:
         return self.weights + self.kv_cache + self.compute
+
+
+def kv_types(estimate: MemoryEstimate) -> str:
+    """The KV cache's element types in words: `f16`, or `K q8_0, V q4_0`."""
+    k, v = estimate.cache_type_k, estimate.cache_type_v
+    return k if k == v else f"K {k}, V {v}"
 
 
 @dataclass(frozen=True)
@@ -223,17 +239,22 @@ class ModelInfo:
         return context
 
     def estimate(
-        self, context: int, n_ubatch: int = DEFAULT_UBATCH, sequences: int = 1
+        self, context: int, n_ubatch: int = DEFAULT_UBATCH, sequences: int = 1,
+        cache_type_k: str = "f16", cache_type_v: str = "f16",
     ) -> MemoryEstimate:
-        """llama.cpp's own arithmetic: f16 K and V for every layer and context cell, and a
-        compute buffer dominated by the logits of one micro-batch (checked against its load
-        log for SmolLM2 and Gemma 3). `sequences` parallel requests get `context` cells each
-        (decide it with `effective_context`)."""
-        kv_per_cell = sum(n * (self.key_length + self.value_length) for n in self.head_count_kv)
-        kv_cache = context * sequences * kv_per_cell * 2
+        """llama.cpp's own arithmetic: K and V (f16 unless quantized with --cache-type-k/-v)
+        for every layer and context cell, and a compute buffer dominated by the logits of one
+        micro-batch (checked against its load log for SmolLM2 and Gemma 3). `sequences`
+        parallel requests get `context` cells each (decide it with `effective_context`)."""
+        k_per_cell = sum(n * self.key_length for n in self.head_count_kv)
+        v_per_cell = sum(n * self.value_length for n in self.head_count_kv)
+        cell_bytes = (k_per_cell * cache_bytes_per_element(cache_type_k)
+                      + v_per_cell * cache_bytes_per_element(cache_type_v))
+        kv_cache = int(context * sequences * cell_bytes)
         ubatch = min(n_ubatch, context)
         compute = ubatch * 4 * (self.vocab_size + 3 * self.embedding_length)
-        return MemoryEstimate(self.tensor_bytes, kv_cache, compute, context, sequences)
+        return MemoryEstimate(self.tensor_bytes, kv_cache, compute, context, sequences,
+                              cache_type_k, cache_type_v)
 
 
 def _quant_name(metadata: dict[str, Any]) -> str | None:

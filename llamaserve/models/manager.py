@@ -39,7 +39,7 @@ from .errors import (
     ModelTooLargeError,
     ModelUnavailableError,
 )
-from .gguf_info import GGUFError, MemoryEstimate, ModelInfo, human_bytes
+from .gguf_info import GGUFError, MemoryEstimate, ModelInfo, human_bytes, kv_types
 from .hub import ModelFiles, ModelFilesError, NotDownloadedError
 from .loader import LlamaLoader, Loader
 
@@ -184,8 +184,12 @@ class ModelManager:
             context = model.info.effective_context(model.options.n_ctx, model.spec.context,
                                                    embedding=model.embedding_only)
             model.options = options = replace(model.options, n_ctx=context)
-            model.estimate = model.info.estimate(context, micro_batch(options.n_gpu_layers),
-                                                 sequences=options.parallel)
+            # Embedding models run in their own f16 context (engine/embedding.py).
+            types = ({} if model.embedding_only else
+                     {"cache_type_k": options.cache_type_k, "cache_type_v": options.cache_type_v})
+            model.estimate = model.info.estimate(
+                context, micro_batch(options.n_gpu_layers, options.deterministic),
+                sequences=options.parallel, **types)
 
     @staticmethod
     def _refuse(model: ResidentModel, task: Task) -> None:
@@ -216,9 +220,10 @@ class ModelManager:
             raise ModelTooLargeError(
                 f"model '{model.spec.id}' needs about {human_bytes(need)} (weights "
                 f"{human_bytes(est.weights)}, KV cache for {est.sequences} x {est.context} tokens "
-                f"{human_bytes(est.kv_cache)}, compute {human_bytes(est.compute)}) but the memory "
-                f"budget is {human_bytes(budget)}: raise --max-memory, lower --ctx, or use a "
-                "smaller quantisation"
+                f"{human_bytes(est.kv_cache)} ({kv_types(est)}), compute "
+                f"{human_bytes(est.compute)}) but the memory "
+                f"budget is {human_bytes(budget)}: raise --max-memory, lower --ctx, use a "
+                "smaller quantisation or a quantized KV cache (--cache-type-k/-v q8_0)"
             )
         resident = sorted(self.loaded, key=lambda m: m.last_used)
         used = sum(m.footprint for m in resident)

@@ -74,6 +74,9 @@ async def show(request: Request) -> Response:
         "model_info": model_info(info),
         "capabilities": capabilities(model, described),
         "modified_at": timestamp(described.modified),
+        # llamaserve's own: the KV cache's element types (--cache-type-k/-v)
+        "cache_type_k": model.options.cache_type_k,
+        "cache_type_v": model.options.cache_type_v,
     }
     return JSONResponse(answer)
 

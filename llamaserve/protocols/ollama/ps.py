@@ -1,7 +1,7 @@
 """GET /api/ps: the models loaded now, their memory, offload and expiry, in Ollama's shape
 (`name`, `model`, `size`, `digest`, `details`, `expires_at`, `size_vram`, `context_length`)
 plus what `llamaserve ps` prints: the llamaserve `id`, `processor`, requests in flight,
-sequences, the measured memory, the estimate's parts and the budget."""
+sequences, the KV cache types, the measured memory, the estimate's parts and the budget."""
 
 from __future__ import annotations
 
@@ -41,6 +41,8 @@ def ps_row(model: ResidentModel, expires_in: float | None) -> dict[str, Any]:
         "expires_at": expires,
         "size_vram": int(model.footprint * share),
         "context_length": est.context if est else None,
+        "cache_type_k": est.cache_type_k if est else model.options.cache_type_k,
+        "cache_type_v": est.cache_type_v if est else model.options.cache_type_v,
         "id": model.spec.id,
         "path": str(files.weights) if files else None,
         "processor": f"{share:.0%} GPU" if share else "100% CPU",
