@@ -167,7 +167,16 @@ async def abuse(base_url: str, pid: int, args: argparse.Namespace) -> bool:
     long_chat = {"model": model, "max_tokens": 1500, "logit_bias": no_end,
                  "messages": [{"role": "user", "content": "Tell me a long story."}]}
     inputs = ["the quick brown fox jumps over the lazy dog " * 40] * 500
+    if image is not None:
+        # The projector allocates its compute buffers on its first image: that is the model's
+        # working set, not growth, so one small image is sent before the start is measured.
+        async with httpx.AsyncClient(base_url=base_url, timeout=600) as client:
+            await client.post("/v1/chat/completions", json={
+                "model": model, "max_tokens": 4, "messages": [{"role": "user", "content": [
+                    {"type": "text", "text": "Describe this."},
+                    {"type": "image_url", "image_url": {"url": big_image_uri(64)}}]}]})
     peak = start = rss_bytes(pid)
+    after_round: list[int] = []
     sampling = True
 
     async def sample() -> None:
@@ -199,6 +208,7 @@ async def abuse(base_url: str, pid: int, args: argparse.Namespace) -> bool:
                 image_times.append(f"{reply.status_code} {time.perf_counter() - started:.2f}")
                 if reply.status_code >= 500:
                     errors.append(f"images: {reply.status_code} {reply.text[:200]}")
+            after_round.append(rss_bytes(pid))
     await asyncio.sleep(3)
     sampling = False
     await sampler
@@ -212,6 +222,7 @@ async def abuse(base_url: str, pid: int, args: argparse.Namespace) -> bool:
         print(f"image requests (status, seconds): {', '.join(image_times)}")
     print(f"resident memory: start {start / 2**20:.1f} MiB, peak {peak / 2**20:.1f} MiB, "
           f"end {end / 2**20:.1f} MiB ({back:+.1f} % of the start)")
+    print("after each round: " + ", ".join(f"{r / 2**20:.1f}" for r in after_round) + " MiB")
     for error in errors[:10]:
         print("  error:", error)
     return not errors and back < 10
