@@ -169,6 +169,10 @@ class Settings(BaseSettings):
     draft_max: Annotated[int, Flag()] = Field(
         default=DEFAULT_DRAFT_MAX, ge=0, le=64,
         description="Speculative decoding: most draft tokens per request and step (0 = off).")
+    draft: Annotated[str | None, Flag(metavar="MODEL", default="the catalog entry's")] = Field(
+        default=None,
+        description="Draft model for speculative decoding (a catalog name, hf: reference or "
+        ".gguf path) sharing the served model's vocabulary.")
     # The model manager
     max_memory: Annotated[int | None, Flag(
         metavar="SIZE", default="80% of the memory free at start")] = Field(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import threading
 
+from .draft_model import DraftModel
 from .jobs import Job
 from .speculative import DraftPolicy, SequenceDrafts, draft_cap
 
@@ -19,10 +20,20 @@ class Speculation:
     """One engine's drafting: per sequence, adaptive, capped by what the sequence may still
     emit, its free KV cells and the batch's room (scheduler thread, except `counts`)."""
 
-    def __init__(self, mode: str, draft_max: int, n_ctx: int, enabled: bool = True) -> None:
+    def __init__(
+        self, mode: str, draft_max: int, n_ctx: int, enabled: bool = True,
+        draft_model: DraftModel | None = None,
+    ) -> None:
         if mode not in MODES:
             raise ValueError(f"unknown speculative mode '{mode}': use one of {', '.join(MODES)}")
+        if mode == "draft" and draft_model is None:
+            raise ValueError("--speculative draft needs a draft model: give --draft MODEL (or a "
+                             "catalog entry's 'draft')")
+        if mode == "auto":
+            mode = "draft" if draft_model is not None else "ngram"
         self.mode = mode if enabled and draft_max > 0 else "off"
+        self.draft_model = draft_model if self.mode == "draft" else None
+        self._loaded = draft_model  # closed with the engine, used or not
         self.draft_max = draft_max
         self.n_ctx = n_ctx
         self.drafted = 0
@@ -33,22 +44,38 @@ class Speculation:
     def active(self) -> bool:
         return self.mode != "off"
 
-    def propose(self, job: Job, room: int) -> list[int]:
-        """Draft tokens to decode after `job.pending` this step (empty: none)."""
-        slot = job.slot
-        if not self.active or slot is None or job.pending is None:
-            return []
-        drafts = job.drafts
-        if drafts is None:
-            drafts = job.drafts = SequenceDrafts(DraftPolicy(self.draft_max))
-        cap = draft_cap(drafts.policy.allowed(), job.limit - job.generated,
-                        self.n_ctx - slot.cells, room)
-        if cap <= 0:
+    def plan(self, jobs: list[Job], room: int) -> None:
+        """Set each job's draft for this step (`job.drafts.draft`, maybe empty): `jobs` have a
+        pending token each, and their drafts share `room` batch entries."""
+        if not self.active:
+            return
+        wanted: dict[int, tuple[Job, int]] = {}
+        for job in jobs:
+            slot = job.slot
+            assert slot is not None and job.pending is not None
+            drafts = job.drafts
+            if drafts is None:
+                drafts = job.drafts = SequenceDrafts(DraftPolicy(self.draft_max))
             drafts.draft = []
-            return []
-        drafts.index.sync(slot.tokens, job.pending)
-        drafts.draft = drafts.index.propose(cap)
-        return drafts.draft
+            cap = draft_cap(drafts.policy.allowed(), job.limit - job.generated,
+                            self.n_ctx - slot.cells, room)
+            if cap <= 0:
+                continue
+            if self.draft_model is None or job.media is not None:
+                drafts.index.sync(slot.tokens, job.pending)
+                drafts.draft = drafts.index.propose(cap)
+            else:
+                wanted[slot.seq] = (job, cap)
+            room -= len(drafts.draft) if self.draft_model is None else cap
+        if wanted:
+            assert self.draft_model is not None
+            proposed = self.draft_model.propose(
+                {seq: ([*job.slot.tokens, job.pending], cap)  # type: ignore[union-attr]
+                 for seq, (job, cap) in wanted.items()})
+            for seq, draft in proposed.items():
+                drafts = wanted[seq][0].drafts
+                assert drafts is not None
+                drafts.draft = draft
 
     def record(self, job: Job, accepted: int) -> None:
         drafts = job.drafts
@@ -64,3 +91,7 @@ class Speculation:
         """(draft tokens proposed, of which accepted) since the model was loaded."""
         with self._lock:
             return self.drafted, self.accepted
+
+    def close(self) -> None:
+        if self._loaded is not None:
+            self._loaded.close()

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from .admission import Admission
 from .context import ModelContext, decode_failure, load_llama
+from .draft_model import DraftModel
 from .drafting import Speculation
 from .jobs import Job, JobState
 from .options import CPU_UBATCH, N_BATCH, LoadOptions, micro_batch
@@ -55,7 +56,7 @@ class BatchEngine(Admission):
 
     def __init__(
         self, context: ModelContext, preparer: Preparer, path: Path, options: LoadOptions,
-        vision: VisionProjector | None = None,
+        vision: VisionProjector | None = None, draft_model: DraftModel | None = None,
     ) -> None:
         self.llama = context.llama
         self.vocabulary = preparer.vocabulary  # tokenizing for clients, off the loop
@@ -68,25 +69,33 @@ class BatchEngine(Admission):
         self._vision_lock = preparer.vision_lock
         # Dropping a sequence's rejected cells needs partial removal (not recurrent state).
         self.speculation = Speculation(options.speculative, options.draft_max, self.n_ctx,
-                                       enabled=context.prefix_reuse)
+                                       context.prefix_reuse, draft_model)
         self._thread = threading.Thread(target=self._run, name=f"llama-{path.stem}", daemon=True)
         self._thread.start()
 
     @classmethod
     def load(
-        cls, path: Path, options: LoadOptions, projector: Path | None = None
+        cls, path: Path, options: LoadOptions, projector: Path | None = None,
+        draft: Path | None = None,
     ) -> BatchEngine:
-        """Load the weights (and the vision projector when given) and start the scheduler
-        (blocking: call it from a worker thread). `options.n_ctx` must be decided."""
+        """Load the weights (and the vision projector and draft model when given) and start
+        the scheduler (blocking: call it from a worker thread). `options.n_ctx` must be
+        decided."""
         llama = load_llama(path, options)
+        context = ModelContext(llama)
+        draft_model = None
         try:
             prompter, vision = make_prompter(llama, options, projector)
+            if draft is not None and options.speculative in ("auto", "draft"):
+                draft_model = DraftModel.load(draft, options, context)
+            assert options.n_ctx is not None
+            preparer = Preparer(llama, prompter, vision, options.n_ctx, threading.Lock())
+            return cls(context, preparer, path, options, vision, draft_model)
         except BaseException:
-            llama.close()
+            if draft_model is not None:
+                draft_model.close()
+            context.close()
             raise
-        assert options.n_ctx is not None
-        preparer = Preparer(llama, prompter, vision, options.n_ctx, threading.Lock())
-        return cls(ModelContext(llama), preparer, path, options, vision)
 
     @property
     def n_ctx(self) -> int:
@@ -107,6 +116,7 @@ class BatchEngine(Admission):
             self._cond.notify_all()
         self._thread.join()
         self._prep.shutdown(wait=True, cancel_futures=True)
+        self.speculation.close()
         self._context.close()
 
     # -- the scheduler thread ----------------------------------------------------------------
@@ -211,10 +221,11 @@ class BatchEngine(Admission):
         samples: list[tuple[Job, int]] = []
         scores: list[tuple[Job, int, int]] = []  # echo: (job, batch index, prompt position)
         decoding = [j for j in jobs if j.pending is not None and j.slot is not None]
-        for order, job in enumerate(decoding):
+        self.speculation.plan(decoding, N_BATCH - len(decoding))
+        for job in decoding:
             slot = job.slot
             assert slot is not None and job.pending is not None
-            draft = self.speculation.propose(job, N_BATCH - n - (len(decoding) - order))
+            draft = job.drafts.draft if job.drafts is not None else []
             position = len(slot.tokens)
             for i, token in enumerate((job.pending, *draft)):
                 context.put(n + i, token, position + i, slot.seq, True)
