@@ -9,8 +9,12 @@ max_tokens and the prefix cache afterwards.
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -197,3 +201,57 @@ def test_concurrent_requests_match_the_plain_server(plain: LiveServer, ngram: Li
             return [r.choices[0].message.content for r in results]
 
     assert answers(ngram) == answers(plain)
+
+
+# -- a draft model: SmolLM2 drafting for itself, so nearly every draft is accepted -----------
+
+
+@pytest.fixture(scope="module")
+def drafted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    live = start_server(["smollm2", "--ctx", "1024", "--draft", "smollm2"],
+                        tmp_path_factory.mktemp("speculative-draft"))
+    yield live
+    live.stop()
+
+
+@pytest.mark.parametrize("messages", [COPY, [{"role": "user", "content": CHATS[1]}]])
+def test_a_draft_model_gives_the_same_text(
+    plain: LiveServer, drafted: LiveServer, messages: list[dict[str, str]]
+) -> None:
+    drafted_before, accepted_before = speculation(drafted)
+    # No repeat penalty: the draft proposes its plain greedy choice, as the target picks then.
+    off, on = chat_both(plain, drafted, messages=messages, extra_body={"repeat_penalty": 1.0})
+    assert on.choices[0].message.content == off.choices[0].message.content
+    assert on.usage.completion_tokens == off.usage.completion_tokens
+    now_drafted, now_accepted = speculation(drafted)
+    assert now_accepted - accepted_before >= 0.9 * (now_drafted - drafted_before)
+
+
+def test_a_draft_model_keeps_schemas_and_stops(plain: LiveServer, drafted: LiveServer) -> None:
+    off, on = chat_both(plain, drafted, messages=COPY, stop=["the ships"])
+    assert on.choices[0].message.content == off.choices[0].message.content
+    assert "the ships" not in on.choices[0].message.content
+    format_ = {"type": "json_schema", "json_schema": {"name": "p", "schema": {
+        "type": "object", "properties": {"passage": {"type": "string"}},
+        "required": ["passage"]}}}
+    # The draft model proposes without the schema's mask, so its drafts may all fail here:
+    # what matters is that the output is the one without speculation.
+    off, on = chat_both(plain, drafted, messages=COPY, response_format=format_, max_tokens=60,
+                        drafts=False)
+    assert on.choices[0].message.content == off.choices[0].message.content
+
+
+def test_a_draft_model_with_another_vocabulary_is_refused(
+    tmp_path: Path, smollm2_path: Path
+) -> None:
+    from .builders import write_tiny_qwen25vl
+
+    # SmolLM2's tokenizer plus three vision control tokens: almost, not quite, the same.
+    model, _ = write_tiny_qwen25vl(tmp_path / "tiny.gguf", tmp_path / "mmproj.gguf", smollm2_path)
+    result = subprocess.run(
+        [sys.executable, "-m", "llamaserve", "run", "smollm2", "--ctx", "256", "--draft",
+         str(model), "--port", "0"],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "LLAMASERVE_THREADS": "1"})
+    assert result.returncode != 0
+    assert "must share the model's vocabulary" in result.stderr, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
