@@ -197,3 +197,22 @@ def test_speculative_draft_without_a_draft_model_is_refused() -> None:
     assert Speculation("auto", 8, 1024).mode == "ngram"
     assert Speculation("auto", 0, 1024).mode == "off"
     assert Speculation("ngram", 8, 1024, enabled=False).mode == "off"  # recurrent models
+
+
+def test_the_memory_estimate_counts_the_draft_model() -> None:
+    from pathlib import Path
+
+    from llamaserve.engine import LoadOptions
+    from llamaserve.models.catalog import ModelSpec
+    from llamaserve.models.hub import ModelFiles
+    from llamaserve.models.manager import Limits, ModelManager
+
+    from .test_manager_policy import MB, FakeLoader
+
+    loader = FakeLoader({"big": 300 * MB, "small": 50 * MB})
+    manager = ModelManager(Limits(keep_alive=-1), loader=loader)
+    spec = ModelSpec(id="big", kind="chat", source=Path("/models/big.gguf"))
+    files = ModelFiles(weights=Path("/models/big.gguf"), draft=Path("/models/small.gguf"))
+    model = manager.add(spec, files, LoadOptions())
+    manager.load_all()
+    assert model.footprint == 350 * MB
