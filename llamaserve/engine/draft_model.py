@@ -61,8 +61,12 @@ class DraftModel:
                 token = drafts[seq][-1]
                 context.put(i, token, len(self.tokens[seq]), seq, True)
                 self.tokens[seq].append(token)
-            if context.decode(len(growing)) != 0:
-                break  # a draft is an optimisation: stop drafting, the target decides alone
+            result = context.decode(len(growing))
+            if result != 0:
+                for seq in growing:  # its cells no longer match what it records
+                    context.drop_cells(seq)
+                    self.tokens[seq].clear()
+                raise RuntimeError(f"the draft model's llama_decode returned {result}")
             for i, seq in enumerate(growing):
                 drafts[seq].append(int(np.argmax(context.logits(i))))
             growing = [seq for seq in growing if len(drafts[seq]) < wanted[seq][1]]

@@ -69,9 +69,13 @@ class Speculation:
             room -= len(drafts.draft) if self.draft_model is None else cap
         if wanted:
             assert self.draft_model is not None
-            proposed = self.draft_model.propose(
-                {seq: ([*job.slot.tokens, job.pending], cap)  # type: ignore[union-attr]
-                 for seq, (job, cap) in wanted.items()})
+            try:
+                proposed = self.draft_model.propose(
+                    {seq: ([*job.slot.tokens, job.pending], cap)  # type: ignore[union-attr]
+                     for seq, (job, cap) in wanted.items()})
+            except RuntimeError:  # drafts are an optimisation: the model decides alone
+                logger.exception("the draft model failed; these sequences do not draft now")
+                return
             for seq, draft in proposed.items():
                 drafts = wanted[seq][0].drafts
                 assert drafts is not None
