@@ -173,6 +173,15 @@ def test_json_schema_output_matches_and_is_valid(plain: LiveServer, ngram: LiveS
         assert isinstance(json.loads(text)["passage"], str)
 
 
+def test_a_gbnf_grammar_sees_only_accepted_tokens(plain: LiveServer, ngram: LiveServer) -> None:
+    # The grammar is in the sampler chain: it accepts each emitted token as it is sampled.
+    grammar = r'root ::= [A-Za-z ,.]+'
+    off, on = chat_both(plain, ngram, messages=COPY, extra_body={"grammar": grammar})
+    text = on.choices[0].message.content
+    assert text == off.choices[0].message.content
+    assert re.fullmatch(r"[A-Za-z ,.]+", text), text
+
+
 def test_the_prefix_cache_afterwards_gives_the_same_answers(
     plain: LiveServer, ngram: LiveServer
 ) -> None:
