@@ -42,6 +42,13 @@ class Metrics:
                                      ["model"], registry=r)
         self.generated_tokens = Counter("llamaserve_generated_tokens", "Tokens generated",
                                         ["model"], registry=r)
+        self.drafted_tokens = Counter("llamaserve_speculative_drafted_tokens",
+                                      "Draft tokens proposed by speculative decoding", ["model"],
+                                      registry=r)
+        self.accepted_tokens = Counter("llamaserve_speculative_accepted_tokens",
+                                       "Draft tokens the model agreed with (emitted)",
+                                       ["model"], registry=r)
+        self._speculated: dict[str, tuple[int, int]] = {}  # counts already added, per model
         self.in_flight = Gauge("llamaserve_requests_in_flight",
                                "Requests holding or waiting for a model", ["model"], registry=r)
         self.queue_depth = Gauge("llamaserve_queue_depth",
@@ -62,8 +69,22 @@ class Metrics:
                 waiting += model.engine.sequences()["waiting"]
             self.loaded.labels(name).set(1 if model.loaded else 0)
             self.memory.labels(name).set(model.engine.memory_bytes if model.engine else 0)
+            speculation = getattr(model.engine, "speculation", None)  # fakes in tests lack it
+            if speculation is not None:
+                self._add_speculation(name, speculation.counts())
         self.queue_depth.set(waiting)
         return generate_latest(self.registry)
+
+
+    def _add_speculation(self, name: str, counts: tuple[int, int]) -> None:
+        """The engine counts since its load; the counters get what is new (a reloaded engine
+        counts from zero again)."""
+        seen = self._speculated.get(name, (0, 0))
+        if counts[0] < seen[0] or counts[1] < seen[1]:
+            seen = (0, 0)
+        self.drafted_tokens.labels(name).inc(counts[0] - seen[0])
+        self.accepted_tokens.labels(name).inc(counts[1] - seen[1])
+        self._speculated[name] = counts
 
 
 class AccessLogMiddleware:

@@ -19,6 +19,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .engine.options import (
     DEFAULT_CONTEXT_CAP,
+    DEFAULT_DRAFT_MAX,
     DEFAULT_PARALLEL,
     DEFAULT_QUEUE_SIZE,
     DEFAULT_QUEUE_TIMEOUT,
@@ -159,6 +160,19 @@ class Settings(BaseSettings):
         description="Thinking models: auto = their reasoning (<think>...</think>, detected "
         "from the chat template) apart from the answer, as reasoning_content; none = left in "
         "the content.")
+    # Speculative decoding (engine/speculative.py)
+    speculative: Annotated[Literal["auto", "ngram", "draft", "off"], Flag()] = Field(
+        default="auto",
+        description="Speculative decoding: ngram = draft tokens by prompt lookup (the request's "
+        "own prompt and output), draft = with the draft model, auto = the draft model when "
+        "there is one, else ngram; adaptive per request, off = never.")
+    draft_max: Annotated[int, Flag()] = Field(
+        default=DEFAULT_DRAFT_MAX, ge=0, le=64,
+        description="Speculative decoding: most draft tokens per request and step (0 = off).")
+    draft: Annotated[str | None, Flag(metavar="MODEL", default="the catalog entry's")] = Field(
+        default=None,
+        description="Draft model for speculative decoding (a catalog name, hf: reference or "
+        ".gguf path) sharing the served model's vocabulary.")
     # The model manager
     max_memory: Annotated[int | None, Flag(
         metavar="SIZE", default="80% of the memory free at start")] = Field(
@@ -303,4 +317,6 @@ def load_options(settings: Settings, spec: ModelSpec) -> LoadOptions:
         deterministic=settings.deterministic,
         cache_type_k=settings.cache_type_k,
         cache_type_v=settings.cache_type_v,
+        speculative=settings.speculative,
+        draft_max=settings.draft_max,
     )

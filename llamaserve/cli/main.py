@@ -15,9 +15,9 @@ from pydantic import ValidationError
 
 from .. import __version__
 from ..host import default_max_memory
-from ..models.catalog import CatalogError, load_catalog, resolve
+from ..models.catalog import Catalog, CatalogError, ModelSpec, load_catalog, resolve, resolve_draft
 from ..models.errors import ModelUnavailableError
-from ..models.hub import ModelFilesError, is_local, pull
+from ..models.hub import ModelFiles, ModelFilesError, is_local, pull
 from ..models.manager import Limits, ModelManager
 from ..observability import configure_logging
 from ..settings import RUN_KEEP_ALIVE, SERVE_KEEP_ALIVE, Settings, load_options
@@ -114,6 +114,21 @@ def make_manager(settings: Settings, keep_alive: float) -> ModelManager:
                                keep_alive=keep))
 
 
+def with_draft(spec: ModelSpec, settings: Settings, catalog: Catalog) -> ModelSpec:
+    """`spec` with the draft model --draft names (instead of its catalog entry's)."""
+    if settings.draft is None or spec.kind in ("embedding", "rerank"):
+        return spec
+    return dataclasses.replace(spec, draft=resolve_draft(settings.draft, catalog))
+
+
+def pull_with_draft(spec: ModelSpec) -> ModelFiles:
+    """The model's files, and its draft model's (pulled when missing)."""
+    files = pull(spec, pull_options())
+    if spec.draft is not None:
+        files = dataclasses.replace(files, draft=pull(spec.draft, pull_options()).weights)
+    return files
+
+
 def serve_app(
     manager: ModelManager, settings: Settings, what: str, chat_model: str = "MODEL"
 ) -> None:
@@ -161,9 +176,9 @@ def run(models: tuple[str, ...], alias: str | None, catalog: Path | None, mmproj
             raise click.UsageError(f"{option} applies to one model; give it with a single MODEL")
     try:
         known = load_catalog(settings.catalog)
-        specs = [resolve(model, known) for model in models]
+        specs = [with_draft(resolve(model, known), settings, known) for model in models]
         specs[0] = specs[0].with_alias(alias)
-        pulled = [(spec, pull(spec, pull_options())) for spec in specs]
+        pulled = [(spec, pull_with_draft(spec)) for spec in specs]
     except (CatalogError, ModelFilesError) as exc:
         raise click.ClickException(str(exc)) from exc
     if mmproj is not None:
@@ -198,7 +213,10 @@ def serve(catalog: Path | None, **flags: Any) -> None:
     except CatalogError as exc:
         raise click.ClickException(str(exc)) from exc
     manager = make_manager(settings, keep_alive=SERVE_KEEP_ALIVE)
-    specs = [resolve(name, known) for name in known.models]
+    try:
+        specs = [with_draft(resolve(name, known), settings, known) for name in known.models]
+    except CatalogError as exc:
+        raise click.ClickException(str(exc)) from exc
     for spec in specs:
         manager.add(spec, None, load_options(settings, spec))
     here = [spec.id for spec in specs if is_local(spec)]

@@ -144,6 +144,9 @@ class ModelContext:
     def is_end(self, token: int) -> bool:
         return bool(llama_cpp.llama_vocab_is_eog(self.vocab, token))
 
+    def token_text(self, token: int) -> bytes:
+        return bytes(llama_cpp.llama_vocab_get_text(self.vocab, token) or b"")
+
     def put(self, i: int, token: int, pos: int, seq: int, logits: bool) -> None:
         batch = self.batch
         batch.token[i] = token

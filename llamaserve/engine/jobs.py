@@ -19,6 +19,7 @@ from llama_cpp._internals import LlamaSampler
 
 from .constraint import TokenConstraint
 from .sampling import LogprobReader
+from .speculative import SequenceDrafts
 from .stops import StopMatcher
 from .types import Event, GenerationRequest, TokenLogprob
 from .vision import MediaChunk, MediaPrompt
@@ -59,6 +60,7 @@ class Job:
     generated: int = 0
     logprob_sum: float = 0.0
     echo_logprobs: list[TokenLogprob] = field(default_factory=list)
+    drafts: SequenceDrafts | None = None  # speculative decoding state, once generating
     decoder: Any = field(default_factory=lambda: codecs.getincrementaldecoder("utf-8")("replace"))
 
     @property

@@ -14,6 +14,7 @@ CPU_UBATCH = 63  # tokens per micro-batch with --deterministic on the CPU (engin
 # KV cache element types (--cache-type-k/-v): llama.cpp needs flash attention for a quantized V.
 CACHE_TYPES = ("f16", "q8_0", "q4_0")
 DEFAULT_CACHE_TYPE = "f16"
+DEFAULT_DRAFT_MAX = 8  # speculative decoding: draft tokens per sequence and step, at most
 
 
 def micro_batch(n_gpu_layers: int, deterministic: bool = False) -> int:
@@ -36,3 +37,5 @@ class LoadOptions:
     deterministic: bool = False  # outputs independent of batch shape (slower prompts)
     cache_type_k: str = DEFAULT_CACHE_TYPE  # one of CACHE_TYPES
     cache_type_v: str = DEFAULT_CACHE_TYPE
+    speculative: str = "auto"  # auto | ngram | draft | off (engine/speculative.py)
+    draft_max: int = DEFAULT_DRAFT_MAX

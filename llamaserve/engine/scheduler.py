@@ -29,10 +29,13 @@ from pathlib import Path
 
 from .admission import Admission
 from .context import ModelContext, decode_failure, load_llama
+from .draft_model import DraftModel
+from .drafting import Speculation
 from .jobs import Job, JobState
 from .options import CPU_UBATCH, N_BATCH, LoadOptions, micro_batch
 from .prepare import Preparer, make_prompter
 from .slots import SlotView, choose_slot
+from .speculative import verify
 from .types import (
     EngineBusyError,
     EngineError,
@@ -48,13 +51,12 @@ logger = logging.getLogger(__name__)
 PROMPT_CHUNK = 128  # prompt tokens per step while other sequences are generating
 
 
-
 class BatchEngine(Admission):
     """Runs one loaded model; `generate` yields the events of one request, many at a time."""
 
     def __init__(
         self, context: ModelContext, preparer: Preparer, path: Path, options: LoadOptions,
-        vision: VisionProjector | None = None,
+        vision: VisionProjector | None = None, draft_model: DraftModel | None = None,
     ) -> None:
         self.llama = context.llama
         self.vocabulary = preparer.vocabulary  # tokenizing for clients, off the loop
@@ -65,24 +67,35 @@ class BatchEngine(Admission):
         self._context = context
         self._split_last = micro_batch(options.n_gpu_layers, options.deterministic) > CPU_UBATCH
         self._vision_lock = preparer.vision_lock
+        # Dropping a sequence's rejected cells needs partial removal (not recurrent state).
+        self.speculation = Speculation(options.speculative, options.draft_max, self.n_ctx,
+                                       context.prefix_reuse, draft_model)
         self._thread = threading.Thread(target=self._run, name=f"llama-{path.stem}", daemon=True)
         self._thread.start()
 
     @classmethod
     def load(
-        cls, path: Path, options: LoadOptions, projector: Path | None = None
+        cls, path: Path, options: LoadOptions, projector: Path | None = None,
+        draft: Path | None = None,
     ) -> BatchEngine:
-        """Load the weights (and the vision projector when given) and start the scheduler
-        (blocking: call it from a worker thread). `options.n_ctx` must be decided."""
+        """Load the weights (and the vision projector and draft model when given) and start
+        the scheduler (blocking: call it from a worker thread). `options.n_ctx` must be
+        decided."""
         llama = load_llama(path, options)
+        context = ModelContext(llama)
+        draft_model = None
         try:
             prompter, vision = make_prompter(llama, options, projector)
+            if draft is not None and options.speculative in ("auto", "draft"):
+                draft_model = DraftModel.load(draft, options, context)
+            assert options.n_ctx is not None
+            preparer = Preparer(llama, prompter, vision, options.n_ctx, threading.Lock())
+            return cls(context, preparer, path, options, vision, draft_model)
         except BaseException:
-            llama.close()
+            if draft_model is not None:
+                draft_model.close()
+            context.close()
             raise
-        assert options.n_ctx is not None
-        preparer = Preparer(llama, prompter, vision, options.n_ctx, threading.Lock())
-        return cls(ModelContext(llama), preparer, path, options, vision)
 
     @property
     def n_ctx(self) -> int:
@@ -103,6 +116,7 @@ class BatchEngine(Admission):
             self._cond.notify_all()
         self._thread.join()
         self._prep.shutdown(wait=True, cancel_futures=True)
+        self.speculation.close()
         self._context.close()
 
     # -- the scheduler thread ----------------------------------------------------------------
@@ -206,16 +220,21 @@ class BatchEngine(Admission):
         n = 0
         samples: list[tuple[Job, int]] = []
         scores: list[tuple[Job, int, int]] = []  # echo: (job, batch index, prompt position)
-        for job in jobs:
-            if job.pending is None or job.slot is None:
-                continue
+        decoding = [j for j in jobs if j.pending is not None and j.slot is not None]
+        self.speculation.plan(decoding, N_BATCH - len(decoding))
+        for job in decoding:
             slot = job.slot
-            context.put(n, job.pending, len(slot.tokens), slot.seq, True)
+            assert slot is not None and job.pending is not None
+            draft = job.drafts.draft if job.drafts is not None else []
+            position = len(slot.tokens)
+            for i, token in enumerate((job.pending, *draft)):
+                context.put(n + i, token, position + i, slot.seq, True)
             slot.tokens.append(job.pending)
-            slot.cells += 1
+            slot.tokens.extend(draft)
+            slot.cells += 1 + len(draft)
             job.pending = None
             samples.append((job, n))
-            n += 1
+            n += 1 + len(draft)
         budget = N_BATCH - n
         if n:
             budget = min(budget, PROMPT_CHUNK)
@@ -264,8 +283,35 @@ class BatchEngine(Admission):
                 job.echo_logprobs.append(
                     job.reader.read(context.logits(index), job.tokens[position + 1]))
         for job, index in samples:
-            if job.slot is not None:
+            if job.slot is None:
+                continue
+            if job.drafts is not None and job.drafts.draft:
+                self._verify(job, index)
+            else:
                 self._sample(job, index)
+
+    def _verify(self, job: Job, index: int) -> None:
+        """Sample the batch entries of the last token and its draft in order while the target
+        agrees with the draft (speculative.verify); then drop the cells past the last kept
+        token, so the slot's cells hold exactly the tokens emitted (but the pending one)."""
+        slot, drafts = job.slot, job.drafts
+        assert slot is not None and drafts is not None
+        draft = drafts.draft
+        first = len(slot.tokens) - len(draft) - 1  # the position of the last sampled token
+        cells = slot.cells - len(draft) - 1
+
+        def sample(i: int) -> int | None:
+            slot.cells = cells + i + 1  # the cells holding tokens up to this one
+            self._sample(job, index + i)
+            return job.pending if job.state is JobState.GENERATE else None
+
+        sampled, accepted = verify(draft, sample)
+        self.speculation.record(job, accepted)
+        keep = first + sampled
+        if len(slot.tokens) > keep:
+            self._context.drop_cells(slot.seq, keep)
+            del slot.tokens[keep:]
+        slot.cells = cells + sampled
 
     def _decode_failed(self, result: int, n_tokens: int, failed: set[Job]) -> None:
         """llama_decode refused a batch: the server's fault, not the requests', so they fail

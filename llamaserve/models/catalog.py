@@ -73,6 +73,8 @@ class CatalogEntry(BaseModel):
     context: int | None = Field(default=None, ge=16)
     defaults: SamplingDefaults = SamplingDefaults()
     aliases: list[str] = []
+    draft: str | None = Field(default=None, min_length=1,
+                              description="draft model for speculative decoding")
 
     @model_validator(mode="after")
     def _projector_needs_hub(self) -> CatalogEntry:
@@ -183,6 +185,7 @@ class ModelSpec:
     context: int | None = None
     defaults: SamplingDefaults = field(default_factory=SamplingDefaults)
     aliases: tuple[str, ...] = ()
+    draft: ModelSpec | None = None  # a draft model sharing the vocabulary (speculative decoding)
 
     @property
     def owned_by(self) -> str:
@@ -248,4 +251,16 @@ def resolve(text: str, catalog: Catalog) -> ModelSpec:
         context=entry.context,
         defaults=entry.defaults,
         aliases=tuple(entry.aliases),
+        draft=resolve_draft(entry.draft, catalog),
     )
+
+
+def resolve_draft(text: str | None, catalog: Catalog) -> ModelSpec | None:
+    """The draft model named by a catalog entry or --draft (its own draft is not used)."""
+    if text is None:
+        return None
+    found = catalog.lookup(text)
+    if found is not None and found[1].draft is not None:
+        catalog = Catalog(models={**catalog.models,
+                                  found[0]: found[1].model_copy(update={"draft": None})})
+    return resolve(text, catalog)

@@ -32,6 +32,7 @@ GIT_SHA1_HEX = re.compile(r"^[0-9a-f]{40}$")
 class ModelFiles:
     weights: Path
     projector: Path | None = None
+    draft: Path | None = None  # the draft model's weights (speculative decoding)
 
 
 @dataclass

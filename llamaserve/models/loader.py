@@ -3,6 +3,7 @@ so that the manager's policy is unit-tested with fakes; `LlamaLoader` is the rea
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Protocol
 
@@ -41,13 +42,16 @@ class LlamaLoader:
     llama.cpp."""
 
     def locate(self, spec: ModelSpec) -> ModelFiles:
-        return locate_cached(spec)
+        files = locate_cached(spec)
+        if spec.draft is not None:
+            files = replace(files, draft=locate_cached(spec.draft).weights)
+        return files
 
     def read_info(self, weights: Path) -> ModelInfo:
         return read_model_info(weights)
 
     def load_engine(self, files: ModelFiles, options: LoadOptions) -> BatchEngine:
-        return BatchEngine.load(files.weights, options, files.projector)
+        return BatchEngine.load(files.weights, options, files.projector, files.draft)
 
     def load_embedder(self, weights: Path, options: LoadOptions, *, chat_model: bool) -> Embedder:
         return Embedder.load(weights, options, chat_model=chat_model)

@@ -21,6 +21,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Literal
 
 from ..engine import BatchEngine, LoadOptions
@@ -190,6 +191,26 @@ class ModelManager:
             model.estimate = model.info.estimate(
                 context, micro_batch(options.n_gpu_layers, options.deterministic),
                 sequences=options.parallel, **types)
+            if model.files.draft is not None:
+                model.estimate = self._with_draft(model, model.estimate, model.files.draft)
+
+    def _with_draft(self, model: ResidentModel, estimate: MemoryEstimate,
+                    draft: Path) -> MemoryEstimate:
+        """The estimate plus the draft model's own weights, KV cache and compute buffer (it
+        gets a context like the model's)."""
+        try:
+            info = self.loader.read_info(draft)
+        except GGUFError as exc:
+            raise ModelLoadError(f"cannot load the draft model of '{model.spec.id}': {exc}") \
+                from exc
+        options = model.options
+        extra = info.estimate(estimate.context,
+                              micro_batch(options.n_gpu_layers, options.deterministic),
+                              sequences=estimate.sequences, cache_type_k=options.cache_type_k,
+                              cache_type_v=options.cache_type_v)
+        return replace(estimate, weights=estimate.weights + extra.weights,
+                       kv_cache=estimate.kv_cache + extra.kv_cache,
+                       compute=estimate.compute + extra.compute)
 
     @staticmethod
     def _refuse(model: ResidentModel, task: Task) -> None:
