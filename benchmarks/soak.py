@@ -167,14 +167,20 @@ async def abuse(base_url: str, pid: int, args: argparse.Namespace) -> bool:
     long_chat = {"model": model, "max_tokens": 1500, "logit_bias": no_end,
                  "messages": [{"role": "user", "content": "Tell me a long story."}]}
     inputs = ["the quick brown fox jumps over the lazy dog " * 40] * 500
-    if image is not None:
-        # The projector allocates its compute buffers on its first image: that is the model's
-        # working set, not growth, so one small image is sent before the start is measured.
-        async with httpx.AsyncClient(base_url=base_url, timeout=600) as client:
+    async with httpx.AsyncClient(base_url=base_url, timeout=600) as client:
+        # Warm-up, not measured: the first use of each path allocates buffers that stay for
+        # the life of the model (the projector's on its first image, llama.cpp's compute
+        # buffers on the first full micro-batch, the embedding context's on its first batch).
+        # That is the working set, not growth; the check is that later rounds come back to it.
+        await client.post("/v1/chat/completions", json={
+            "model": model, "max_tokens": 4,
+            "messages": [{"role": "user", "content": "the quick brown fox " * 400}]})
+        if image is not None:
             await client.post("/v1/chat/completions", json={
                 "model": model, "max_tokens": 4, "messages": [{"role": "user", "content": [
                     {"type": "text", "text": "Describe this."},
                     {"type": "image_url", "image_url": {"url": big_image_uri(64)}}]}]})
+        await client.post("/v1/embeddings", json={"model": model, "input": inputs[:16]})
     peak = start = rss_bytes(pid)
     after_round: list[int] = []
     sampling = True
