@@ -33,8 +33,14 @@ COPY = [{"role": "user", "content": "Repeat this passage exactly:\n\n" + PASSAGE
 CHATS = ["Why is the sky blue?", "Write a short story about a cat who learns to fly."]
 
 
+# Bit-identical text needs batch invariance: without --deterministic a verification batch of
+# several tokens rounds differently from one token, and a near-tie can flip (seen with 2
+# threads on a copy prompt). Speculation itself changes nothing else, which these servers show.
+SERVE = ["smollm2", "--ctx", "1024", "--deterministic"]
+
+
 def serve(mode: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    live = start_server(["smollm2", "--ctx", "1024", "--speculative", mode],
+    live = start_server([*SERVE, "--speculative", mode],
                         tmp_path_factory.mktemp(f"speculative-{mode}"))
     yield live
     live.stop()
@@ -217,7 +223,7 @@ def test_concurrent_requests_match_the_plain_server(plain: LiveServer, ngram: Li
 
 @pytest.fixture(scope="module")
 def drafted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    live = start_server(["smollm2", "--ctx", "1024", "--draft", "smollm2"],
+    live = start_server([*SERVE, "--draft", "smollm2"],
                         tmp_path_factory.mktemp("speculative-draft"))
     yield live
     live.stop()
