@@ -67,7 +67,7 @@ message = st.fixed_dictionaries(
               "reasoning_content": anything, "reasoning": anything},
 )
 # never 0 (each request would reload the model)
-KEEP_ALIVES = st.sampled_from(["5m", -1, "soon", True, [1], None, "nan", "NaN", "inf", "-inf",
+KEEP_ALIVES = st.sampled_from(["-5m", -1, "soon", True, [1], None, "nan", "NaN", "inf", "-inf",
                                "\u2063nan\u2063", "\u2063inf\u2063", "1e400", 1e300])
 sampling = {
     "temperature": st.one_of(st.floats(-1, 3), anything), "top_p": anything,
