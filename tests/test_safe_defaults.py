@@ -245,3 +245,13 @@ def test_a_4000_digit_keep_alive_is_400(http: httpx.Client, path: str) -> None:
     raw = (b'{"model": "smollm2", "messages": [], "keep_alive": ' + b"7" * 4000 + b"}")
     response = http.post(path, content=raw, headers={"Content-Type": "application/json"})
     assert_error_shape(path, response, 400)
+
+
+@pytest.mark.parametrize("path", ["/api/chat", "/api/generate", "/api/embed",
+                                  "/v1/chat/completions"])
+def test_a_boolean_keep_alive_is_400(http: httpx.Client, path: str) -> None:
+    """Ollama's Duration is a number or a string; pydantic's lax float read `true` as 1 second,
+    which unloaded the model a second after the request (found by the fuzzer)."""
+    body = {"model": "smollm2", "messages": HI, "prompt": "Hi", "input": "Hi", "stream": False,
+            "max_tokens": 1, "options": {"num_predict": 1}, "keep_alive": True}
+    assert "keep_alive" in assert_error_shape(path, http.post(path, json=body), 400)

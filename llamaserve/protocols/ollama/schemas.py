@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, field_validator
 
 MAX_MESSAGES = 4096
 MAX_TOOLS = 256
@@ -61,7 +61,7 @@ class Options(BaseModel):
     stop: list[str] | str | None = None
 
 
-KeepAlive = float | str | None
+KeepAlive = StrictFloat | str | None  # not a bool: pydantic would read true as 1 second
 # "" or "json", or a JSON schema object
 Format = str | dict[str, Any] | None
 
