@@ -72,7 +72,7 @@ class Preparer:
             if media is not None:
                 media.close()
             raise
-        reader = LogprobReader(self.llama, request.logprobs or 0)
+        reader = LogprobReader(self.vocabulary, request.logprobs or 0)
         stops = StopMatcher([*request.stop, *template_stops])
         return Job(request, tokens, n_prompt, limit, sampler, reader, stops, media, constraint)
 

@@ -7,6 +7,7 @@ import numpy as np
 from llama_cpp import Llama
 from llama_cpp._internals import LlamaSampler
 
+from .tokens import Vocabulary
 from .types import EngineError, SamplingParams, TokenLogprob
 
 PENALTY_LAST_N = 64  # llama-cpp-python's default window for repeat/frequency/presence penalties
@@ -68,13 +69,12 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
 class LogprobReader:
     """Turns a row of logits into the OpenAI view: the chosen token's logprob and the top k."""
 
-    def __init__(self, llama: Llama, top: int) -> None:
-        self.llama = llama
+    def __init__(self, vocabulary: Vocabulary, top: int) -> None:
+        self.vocabulary = vocabulary
         self.top = top
-        self.n_vocab = llama.n_vocab()
 
     def piece(self, token: int) -> tuple[str, bytes]:
-        raw = self.llama.detokenize([token], special=True)
+        raw = self.vocabulary.known_piece(token, True)
         return raw.decode("utf-8", errors="replace"), raw
 
     def read(self, row: np.ndarray, token: int) -> TokenLogprob:

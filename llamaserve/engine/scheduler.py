@@ -345,7 +345,7 @@ class BatchEngine(Admission):
         """The prompt's end or the last generated token was decoded: pick the next token."""
         request, context = job.request, self._context
         if job.generated == 0 and request.echo:
-            text = self.llama.detokenize(job.tokens).decode("utf-8", errors="replace")
+            text = self.vocabulary.text(job.tokens).decode("utf-8", errors="replace")
             logprobs = None
             if request.logprobs is not None:
                 first_text, first_bytes = job.reader.piece(job.tokens[0])
@@ -383,7 +383,7 @@ class BatchEngine(Admission):
             entry = job.reader.read(row, token)
             job.logprob_sum += entry.logprob or 0.0
             logprobs = [entry]
-        text = job.stops.feed(job.decoder.decode(self.llama.detokenize([token])))
+        text = job.stops.feed(job.decoder.decode(self.vocabulary.known_piece(token, False)))
         if text or logprobs:
             self._outbox.emit(job, TextDelta(text, logprobs))
         if job.stops.stopped or (constraint is not None and constraint.complete):

@@ -29,6 +29,8 @@ class Vocabulary:
         self._llama = llama
         self._vocab = llama._model.vocab
         self.n_vocab = llama.n_vocab()
+        self._bos = llama.token_bos()
+        self._known: dict[int, bytes] = {}  # known_piece: token, or -1 - token unrendered
 
     async def tokenize(
         self, content: TokenizeInput, *, add_special: bool = False, parse_special: bool = True,
@@ -105,13 +107,30 @@ class Vocabulary:
         return self._llama.tokenize(text.encode("utf-8"), add_bos=add_special,
                                     special=parse_special)
 
-    def piece(self, token: int) -> bytes:
-        """One token's bytes, special tokens rendered (llama-cpp-python's own helper reads at
-        most 32 bytes and garbles longer pieces)."""
+    def piece(self, token: int, special: bool = True) -> bytes:
+        """One token's bytes; `special`: control tokens rendered, else they are empty.
+        llama-cpp-python's own detokenize reads at most 32 bytes per token and returns
+        nothing for a longer piece (47 of SmolLM2's tokens: runs of spaces, "----" lines)."""
         size = 32
         while True:
             buffer = ctypes.create_string_buffer(size)
-            n = llama_cpp.llama_token_to_piece(self._vocab, token, buffer, size, 0, True)
+            n = llama_cpp.llama_token_to_piece(self._vocab, token, buffer, size, 0, special)
             if n >= 0:
                 return buffer.raw[:n]
             size = -n
+
+    def known_piece(self, token: int, special: bool) -> bytes:
+        """`piece`, remembered: generation asks for each token it emits (any thread)."""
+        key = token if special else -1 - token
+        found = self._known.get(key)
+        if found is None:
+            found = self._known[key] = self.piece(token, special)
+        return found
+
+    def text(self, tokens: Sequence[int]) -> bytes:
+        """The text of `tokens` with control tokens left out, as llama-cpp-python's
+        detokenize gives it (a BOS's leading space dropped) but whole for long pieces."""
+        text = b"".join(self.known_piece(t, False) for t in tokens)
+        if tokens and tokens[0] == self._bos and text[:1] == b" ":
+            return text[1:]
+        return text
