@@ -18,7 +18,7 @@ from typing import Any
 from llama_cpp._internals import LlamaSampler
 
 from .constraint import TokenConstraint
-from .sampling import LogprobReader
+from .sampling import GreedySampler, LogprobReader
 from .speculative import SequenceDrafts
 from .stops import StopMatcher
 from .types import Event, GenerationRequest, TokenLogprob
@@ -42,7 +42,7 @@ class Job:
     # an image's tokens share positions, so this can exceed len(tokens).
     n_prompt: int
     limit: int  # tokens it may generate
-    sampler: LlamaSampler
+    sampler: LlamaSampler | GreedySampler
     reader: LogprobReader
     stops: StopMatcher
     media: MediaPrompt | None = None
