@@ -6,6 +6,8 @@ import numpy as np
 
 from llamaserve.engine.speculative import (
     MAX_SKIP,
+    NGRAM_MIN,
+    NGRAM_TRUSTED,
     DraftPolicy,
     NgramIndex,
     draft_cap,
@@ -124,6 +126,33 @@ def test_ngram_history_grows_incrementally_like_a_whole_one() -> None:
     for end in range(1, len(tokens)):
         grown.sync(tokens[:end], tokens[end])
     assert grown.history == tokens and grown.propose(4) == whole.propose(4) == [6, 5, 3, 5]
+
+
+def test_an_untrusted_sequence_drafts_only_from_long_matches() -> None:
+    # "5 1 2 3" occurred before: the match runs 4 tokens back, not 6
+    index = NgramIndex()
+    index.sync([7, 5, 1, 2, 3, 4, 4, 9, 5, 1, 2, 3])
+    assert index.propose(3) == [4, 4, 9]
+    assert index.propose(3, min_match=4) == [4, 4, 9]
+    assert index.propose(3, min_match=5) == []
+    # a six-token run copied from earlier text is drafted from
+    copied = NgramIndex()
+    copied.sync([0, 10, 11, 12, 13, 14, 15, 16, 17, 8, 10, 11, 12, 13, 14, 15])
+    assert copied.propose(2, min_match=NGRAM_TRUSTED) == [16, 17]
+    # at the start of the history the match cannot run further back than it goes
+    early = NgramIndex()
+    early.sync([1, 2, 3, 4, 1, 2, 3])
+    assert early.propose(1, min_match=4) == []
+
+
+def test_drafts_need_a_long_match_until_they_have_paid() -> None:
+    policy = DraftPolicy(8)
+    assert policy.min_match() == NGRAM_TRUSTED
+    policy.record(2, 2)  # accepted: the sequence is copying
+    assert policy.min_match() == NGRAM_MIN
+    for _ in range(3):
+        policy.record(8, 0)
+    assert policy.min_match() == NGRAM_TRUSTED
 
 
 def test_ngram_proposals_stop_at_image_positions() -> None:

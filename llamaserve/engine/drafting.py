@@ -63,7 +63,7 @@ class Speculation:
                 continue
             if self.draft_model is None or job.media is not None:
                 drafts.index.sync(slot.tokens, job.pending)
-                drafts.draft = drafts.index.propose(cap)
+                drafts.draft = drafts.index.propose(cap, drafts.policy.min_match())
             else:
                 wanted[slot.seq] = (job, cap)
             room -= len(drafts.draft) if self.draft_model is None else cap

@@ -14,7 +14,7 @@ CPU_UBATCH = 63  # tokens per micro-batch with --deterministic on the CPU (engin
 # KV cache element types (--cache-type-k/-v): llama.cpp needs flash attention for a quantized V.
 CACHE_TYPES = ("f16", "q8_0", "q4_0")
 DEFAULT_CACHE_TYPE = "f16"
-DEFAULT_DRAFT_MAX = 8  # speculative decoding: draft tokens per sequence and step, at most
+DEFAULT_DRAFT_MAX = 12  # speculative decoding: draft tokens per sequence and step, at most
 
 
 def micro_batch(n_gpu_layers: int, deterministic: bool = False) -> int:

@@ -30,6 +30,13 @@ NGRAM_MAX = 3  # longest suffix looked up in the history
 # answers and 2 copy tasks (SmolLM2, temperature 0) under that cost: k = 3 only loses chat
 # ~1 % and copies 1.47x faster; k = 2..3 loses chat ~1.6 %, copies 1.47x.
 NGRAM_MIN = 3
+# Until a sequence's drafts have paid (DraftPolicy.credit > 0), a match must run this many
+# tokens back before it is drafted from. Ordinary chat meets 3-token matches (", and the")
+# all the time and its drafts from them mostly fail; copying and editing a passage meets long
+# ones within a few tokens. Replaying 16 chat answers, 3 copies and 3 edits (SmolLM2,
+# temperature 0, a drafted token costing 0.45-0.7 of a step): the worst chat went from 0.95
+# to 0.98 of plain decoding's speed, chat on average +2.5 %, copies and edits unchanged.
+NGRAM_TRUSTED = 6
 FIRST_LENGTH = 2  # a sequence's first draft; wholly accepted drafts double it
 DRAFT_COST = 0.6  # of a step, per drafted token (measured on the CPU, see NGRAM_MIN)
 CREDIT_MAX = 4.0  # steps saved that a sequence may bank against later failed drafts
@@ -96,8 +103,9 @@ class NgramIndex:
                 if end - k >= 0:
                     self._last[tuple(history[end - k : end])] = end - k
 
-    def propose(self, limit: int) -> list[int]:
-        """Up to `limit` tokens that followed the latest earlier match of the suffix."""
+    def propose(self, limit: int, min_match: int = NGRAM_MIN) -> list[int]:
+        """Up to `limit` tokens that followed the latest earlier match of the suffix, if that
+        match runs at least `min_match` tokens back."""
         history = self.history
         if limit <= 0:
             return []
@@ -105,13 +113,23 @@ class NgramIndex:
             if len(history) <= k:
                 continue
             start = self._last.get(tuple(history[-k:]))
-            if start is None:
+            if start is None or self._match_length(start, k, min_match) < min_match:
                 continue
             follow = history[start + k : start + k + limit]
             cut = next((i for i, t in enumerate(follow) if t < 0), len(follow))  # image cells
             if cut:
                 return follow[:cut]
         return []
+
+
+    def _match_length(self, start: int, k: int, enough: int) -> int:
+        """How far the history's suffix and the k tokens at `start` agree, counted back
+        (at least k; counting stops at `enough`)."""
+        history, n = self.history, k
+        while n < enough and start - (n - k) - 1 >= 0 and \
+                history[-n - 1] == history[start - (n - k) - 1]:
+            n += 1
+        return n
 
 
 @dataclass
@@ -134,6 +152,10 @@ class DraftPolicy:
 
     def __post_init__(self) -> None:
         self.length = self.length or min(FIRST_LENGTH, self.n_max)
+
+    def min_match(self) -> int:
+        """The shortest prompt-lookup match to draft from now (NGRAM_TRUSTED)."""
+        return NGRAM_MIN if self.credit > 0 else NGRAM_TRUSTED
 
     def allowed(self) -> int:
         """The draft length for this step (0: do not draft now)."""
