@@ -5,19 +5,25 @@ editing a passage of the prompt), where speculative decoding pays.
     python benchmarks/speed.py --llama-server /tmp/llama-build/bin/llama-server --threads 2
     python benchmarks/speed.py --quick                      # a short run, to check it works
     python benchmarks/speed.py --deterministic              # also llamaserve --deterministic
-    python benchmarks/speed.py --llamaserve-args "--speculative"   # flags for llamaserve
+    python benchmarks/speed.py --llamaserve-rows "--speculative off"   # more llamaserve rows
     python benchmarks/speed.py --spec-types ngram-simple ngram-mod ngram-map-k ngram-cache \
         --workloads copy edit                               # which n-gram mode pays most
 
-Servers, one at a time, each with --parallel 4 sequences of --ctx (4096) tokens: llamaserve
-with its defaults (and --llamaserve-args), optionally llamaserve --deterministic, llama-server
-without speculation and llama-server with each --spec-type given. Workloads, at temperature 0:
+Servers, each with --parallel 4 sequences of --ctx (4096) tokens: llamaserve with its
+defaults (and --llamaserve-args), optionally llamaserve --deterministic and a row per
+--llamaserve-rows, llama-server without speculation and llama-server with each --spec-type
+given. They are all started first and stay up, idle but for the one being measured; each
+request (or decode round) goes to every server in turn, the first of each turn rotating. A
+shared 2-core machine's speed drifts by 20 % over minutes: measured one server after another,
+that drift lands on whichever server ran then; interleaved, it falls on all of them alike.
+Workloads, at temperature 0:
 
 - prefill N (1,000 and 3,000 tokens): a chat whose system prompt is N tokens of fresh text (a
   nonce first, so no prefix cache helps), max_tokens 1; prompt tokens/s = the prompt's tokens
   (usage) over the time to the answer (TTFT), median of --repeats;
-- decode c=1 and c=4: 128-token streams, end-of-generation tokens banned by logit_bias
-  (load.py's `level`): the median stream's tokens/s at c=1, all streams' tokens/s at c=4;
+- decode c=1 and c=4: --rounds rounds of 1 or 4 concurrent 128-token streams,
+  end-of-generation tokens banned by logit_bias (load.py's streams): the median stream's
+  tokens/s at c=1, all streams' tokens over the rounds' time at c=4;
 - copy / edit: "Repeat the following passage exactly" / "... replacing X with Y" on a ~100-word
   passage (a nonce first): completion tokens (usage) over the time after the first token,
   median of --repeats.
@@ -40,6 +46,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,10 +54,11 @@ import httpx
 from load import (
     FRESH,
     NO_EOG,
+    Stream,
     _probe,
     end_of_generation_tokens,
     free_port,
-    level,
+    one_stream,
     resolve_model,
 )
 
@@ -98,6 +106,8 @@ def servers(args: argparse.Namespace, gguf: Path) -> list[Server]:
     found = [Server(label, ours)]
     if args.deterministic:
         found.append(Server("llamaserve --deterministic", [*ours, "--deterministic"]))
+    for extra in args.llamaserve_rows:
+        found.append(Server(f"llamaserve {extra}", [*ours, *shlex.split(extra)]))
     if args.llama_server is None or not Path(args.llama_server).is_file():
         print(f"no llama-server at {args.llama_server}: llamaserve only", file=sys.stderr)
         return found
@@ -164,18 +174,13 @@ async def stream_usage(
     return (first if first is not None else total), total, usage
 
 
-async def prefill(url: str, texts: list[str]) -> dict:
-    rates, ttfts = [], []
-    async with httpx.AsyncClient(timeout=900, limits=FRESH) as client:
-        for text in texts:
-            system = f"Document {uuid.uuid4().hex}. {text}"
-            messages = [{"role": "system", "content": system},
-                        {"role": "user", "content": "Summarise the document."}]
-            ttft, _, usage = await stream_usage(
-                client, url, {"messages": messages, "max_tokens": 1, "temperature": 0})
-            rates.append(usage.get("prompt_tokens", 0) / ttft)
-            ttfts.append(ttft)
-    return {"tps": statistics.median(rates), "ttft_ms": statistics.median(ttfts) * 1000}
+async def prefill_once(client: httpx.AsyncClient, url: str, text: str) -> dict:
+    system = f"Document {uuid.uuid4().hex}. {text}"
+    messages = [{"role": "system", "content": system},
+                {"role": "user", "content": "Summarise the document."}]
+    ttft, _, usage = await stream_usage(
+        client, url, {"messages": messages, "max_tokens": 1, "temperature": 0})
+    return {"rate": usage.get("prompt_tokens", 0) / ttft, "ttft": ttft}
 
 
 def grounded_prompt(kind: str, index: int) -> str:
@@ -188,34 +193,95 @@ def grounded_prompt(kind: str, index: int) -> str:
             f"and changing nothing else:\n\n{passage}")
 
 
-async def grounded(url: str, kind: str, repeats: int) -> dict:
-    rates, totals, tokens = [], [], []
+async def grounded_once(client: httpx.AsyncClient, url: str, kind: str, index: int) -> dict:
+    messages = [{"role": "user", "content": grounded_prompt(kind, index)}]
+    ttft, total, usage = await stream_usage(
+        client, url, {"messages": messages, "max_tokens": 200, "temperature": 0})
+    generated = usage.get("completion_tokens", 0)
+    return {"rate": (generated - 1) / (total - ttft) if generated > 1 else 0.0,
+            "total": total, "tokens": generated}
+
+
+async def decode_round(client: httpx.AsyncClient, url: str, concurrency: int,
+                       tokens: int) -> dict:
+    """`concurrency` 128-token streams at once (load.py's streams, end of generation banned)."""
+    async def attempt() -> Stream | None:
+        try:
+            return (await one_stream(client, url, MODEL, tokens))[0]
+        except (httpx.HTTPError, RuntimeError) as exc:
+            print(f"{url}: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return None
+
+    started = time.perf_counter()
+    done = await asyncio.gather(*(attempt() for _ in range(concurrency)))
+    wall = time.perf_counter() - started
+    streams = [stream for stream in done if stream is not None]
+    return {"rates": [s.decode_rate for s in streams], "ttfts": [s.ttft for s in streams],
+            "tokens": sum(s.tokens for s in streams), "wall": wall,
+            "errors": len(done) - len(streams)}
+
+
+Unit = tuple[str, Callable[[httpx.AsyncClient, str], Awaitable[dict]]]
+
+
+def plan(args: argparse.Namespace, prompts: dict[int, list[str]]) -> list[list[Unit]]:
+    """The measurements, in rounds: each round's units run on every server in turn."""
+    rounds: list[list[Unit]] = []
+    for index in range(max(args.repeats, args.rounds)):
+        units: list[Unit] = []
+        if "prefill" in args.workloads and index < args.repeats:
+            for n, texts in prompts.items():
+                units.append((f"prefill {n}",
+                              lambda c, u, text=texts[index]: prefill_once(c, u, text)))
+        if "decode" in args.workloads and index < args.rounds:
+            for concurrency in (1, 4):
+                units.append((f"decode c={concurrency}",
+                              lambda c, u, k=concurrency: decode_round(c, u, k, args.tokens)))
+        for kind in ("copy", "edit"):
+            if kind in args.workloads and index < args.repeats:
+                units.append((kind, lambda c, u, k=kind, i=index: grounded_once(c, u, k, i)))
+        rounds.append(units)
+    return rounds
+
+
+async def measure(urls: dict[str, str], rounds: list[list[Unit]]) -> dict[str, dict]:
+    """Every unit on every server, one request (or one decode round) at a time, the servers
+    taking turns and the first of each turn rotating, so that a slow minute of a shared
+    machine falls on all of them alike. Returns each server's samples by workload."""
+    samples: dict[str, dict[str, list[dict]]] = {name: {} for name in urls}
+    names = list(urls)
+    turn = 0
     async with httpx.AsyncClient(timeout=900, limits=FRESH) as client:
-        for index in range(repeats):
-            messages = [{"role": "user", "content": grounded_prompt(kind, index)}]
-            ttft, total, usage = await stream_usage(
-                client, url, {"messages": messages, "max_tokens": 200, "temperature": 0})
-            generated = usage.get("completion_tokens", 0)
-            rates.append((generated - 1) / (total - ttft) if generated > 1 else 0.0)
-            totals.append(total)
-            tokens.append(generated)
-    return {"tps": statistics.median(rates), "total_ms": statistics.median(totals) * 1000,
-            "tokens": statistics.median(tokens)}
+        for name in names:
+            await one_stream(client, urls[name], MODEL, 8)  # warm-up
+        for units in rounds:
+            for workload, run in units:
+                order = names[turn % len(names):] + names[: turn % len(names)]
+                turn += 1
+                for name in order:
+                    sample = await run(client, urls[name])
+                    samples[name].setdefault(workload, []).append(sample)
+    return samples
 
 
-def measure(url: str, args: argparse.Namespace, prompts: dict[int, list[str]]) -> dict:
+def summarise(samples: dict[str, list[dict]]) -> dict[str, dict]:
     found: dict[str, dict] = {}
-    if "prefill" in args.workloads:
-        for n, texts in prompts.items():
-            found[f"prefill {n}"] = asyncio.run(prefill(url, texts))
-    for concurrency in (1, 4) if "decode" in args.workloads else ():
-        result = asyncio.run(level(url, MODEL, concurrency, args.rounds, args.tokens))
-        found[f"decode c={concurrency}"] = {
-            "tps": result["stream_tps"] if concurrency == 1 else result["aggregate_tps"],
-            "ttft_ms": result["ttft_p50_ms"], "errors": result["errors"]}
-    for kind in ("copy", "edit"):
-        if kind in args.workloads:
-            found[kind] = asyncio.run(grounded(url, kind, args.repeats))
+    for workload, runs in samples.items():
+        if workload.startswith("prefill"):
+            found[workload] = {"tps": statistics.median(r["rate"] for r in runs),
+                               "ttft_ms": statistics.median(r["ttft"] for r in runs) * 1000}
+        elif workload.startswith("decode"):
+            rates = [rate for r in runs for rate in r["rates"]]
+            errors = sum(r["errors"] for r in runs)
+            if workload == "decode c=1":
+                tps = statistics.median(rates) if rates else 0.0
+            else:
+                tps = sum(r["tokens"] for r in runs) / sum(r["wall"] for r in runs)
+            found[workload] = {"tps": tps, "errors": errors}
+        else:
+            found[workload] = {"tps": statistics.median(r["rate"] for r in runs),
+                               "total_ms": statistics.median(r["total"] for r in runs) * 1000,
+                               "tokens": statistics.median(r["tokens"] for r in runs)}
     return found
 
 
@@ -274,6 +340,9 @@ def main() -> None:
                         help="what to measure [default: all]")
     parser.add_argument("--llamaserve-args", default="", help="more flags for llamaserve run")
     parser.add_argument("--llama-server-args", default="", help="more flags for llama-server")
+    parser.add_argument("--llamaserve-rows", nargs="*", default=[], metavar="ARGS",
+                        help="more llamaserve rows, one per string of flags "
+                             "(e.g. \"--speculative off\")")
     parser.add_argument("--deterministic", action="store_true",
                         help="also run llamaserve --deterministic")
     parser.add_argument("--quick", action="store_true",
@@ -290,17 +359,21 @@ def main() -> None:
     prompts = {n: [fresh_text(tokenizer, n, rng) for _ in range(args.repeats)]
                for n in args.prompt_tokens}
     tokenizer.close()
-    results: dict[str, dict] = {}
-    # a SIGTERM (timeout, kill) still stops the server under test, through `finally`
+    # a SIGTERM (timeout, kill) still stops the servers, through `finally`
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    for server in servers(args, gguf):
-        url, process = launch(server)
-        try:
-            results[server.name] = measure(url, args, prompts)
-        finally:
+    urls: dict[str, str] = {}
+    processes: list[subprocess.Popen] = []
+    try:
+        for server in servers(args, gguf):
+            urls[server.name], process = launch(server)
+            processes.append(process)
+        samples = asyncio.run(measure(urls, plan(args, prompts)))
+    finally:
+        for process in processes:
             process.terminate()
+        for process in processes:
             process.wait()
-    report(args, gguf, results)
+    report(args, gguf, {name: summarise(found) for name, found in samples.items()})
 
 
 if __name__ == "__main__":
