@@ -36,6 +36,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,6 +65,22 @@ class Stream:
         return (self.tokens - 1) / spent if self.tokens > 1 and spent > 0 else 0.0
 
 
+async def chat_chunks(client: httpx.AsyncClient, url: str, body: dict) -> AsyncIterator[dict]:
+    """The chunks of one streamed chat completion, parsed; a RuntimeError for a non-200."""
+    async with client.stream("POST", f"{url}/chat/completions", json=body) as reply:
+        if reply.status_code != 200:
+            await reply.aread()
+            raise RuntimeError(f"{url} answered {reply.status_code}: {reply.text[:300]}")
+        async for line in reply.aiter_lines():
+            if line.startswith("data: {"):
+                yield json.loads(line[6:])
+
+
+def delta_content(chunk: dict) -> str | None:
+    choices = chunk.get("choices") or []
+    return choices[0].get("delta", {}).get("content") if choices else None
+
+
 async def one_stream(client: httpx.AsyncClient, url: str, model: str, tokens: int,
                      messages: list[dict] | None = None) -> tuple[Stream, str]:
     body = {"model": model, "messages": messages or MESSAGES, "max_tokens": tokens,
@@ -73,19 +90,12 @@ async def one_stream(client: httpx.AsyncClient, url: str, model: str, tokens: in
     start = time.perf_counter()
     first = None
     pieces: list[str] = []
-    async with client.stream("POST", f"{url}/chat/completions", json=body) as reply:
-        if reply.status_code != 200:
-            await reply.aread()
-            raise RuntimeError(f"{url} answered {reply.status_code}: {reply.text[:300]}")
-        async for line in reply.aiter_lines():
-            if not line.startswith("data: {"):
-                continue
-            choices = json.loads(line[6:]).get("choices") or []
-            content = choices[0].get("delta", {}).get("content") if choices else None
-            if content:
-                pieces.append(content)
-                if first is None:
-                    first = time.perf_counter() - start
+    async for chunk in chat_chunks(client, url, body):
+        content = delta_content(chunk)
+        if content:
+            pieces.append(content)
+            if first is None:
+                first = time.perf_counter() - start
     total = time.perf_counter() - start
     # every server here streams one token per content chunk
     return Stream(first if first is not None else total, total, len(pieces)), "".join(pieces)

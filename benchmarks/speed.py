@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import random
 import shlex
@@ -56,6 +55,8 @@ from load import (
     NO_EOG,
     Stream,
     _probe,
+    chat_chunks,
+    delta_content,
     end_of_generation_tokens,
     free_port,
     one_stream,
@@ -158,18 +159,10 @@ async def stream_usage(
     """(TTFT, total seconds, usage) of one streamed chat completion."""
     body = {**body, "model": MODEL, "stream": True, "stream_options": {"include_usage": True}}
     start, first, usage = time.perf_counter(), None, {}
-    async with client.stream("POST", f"{url}/chat/completions", json=body) as reply:
-        if reply.status_code != 200:
-            await reply.aread()
-            raise RuntimeError(f"{url} answered {reply.status_code}: {reply.text[:300]}")
-        async for line in reply.aiter_lines():
-            if not line.startswith("data: {"):
-                continue
-            chunk = json.loads(line[6:])
-            usage = chunk.get("usage") or usage
-            choices = chunk.get("choices") or []
-            if first is None and choices and choices[0].get("delta", {}).get("content"):
-                first = time.perf_counter() - start
+    async for chunk in chat_chunks(client, url, body):
+        usage = chunk.get("usage") or usage
+        if first is None and delta_content(chunk):
+            first = time.perf_counter() - start
     total = time.perf_counter() - start
     return (first if first is not None else total), total, usage
 

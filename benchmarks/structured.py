@@ -38,7 +38,13 @@ import httpx
 import jsonschema
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for tests/schema_families
-from load import end_of_generation_tokens, resolve_model, start  # noqa: E402
+from load import (  # noqa: E402
+    chat_chunks,
+    delta_content,
+    end_of_generation_tokens,
+    resolve_model,
+    start,
+)
 
 from tests.schema_families import FAMILIES, Family  # noqa: E402
 
@@ -128,18 +134,11 @@ async def stream_rate(client: httpx.AsyncClient, url: str, model: str, tokens: i
     else:
         body["response_format"] = response_format(schema)
     start_time, first, count = time.perf_counter(), None, 0
-    async with client.stream("POST", f"{url}/chat/completions", json=body) as reply:
-        if reply.status_code != 200:
-            await reply.aread()
-            raise RuntimeError(f"{url} answered {reply.status_code}: {reply.text[:200]}")
-        async for line in reply.aiter_lines():
-            if not line.startswith("data: {"):
-                continue
-            choices = json.loads(line[6:]).get("choices") or []
-            if choices and choices[0].get("delta", {}).get("content"):
-                count += 1
-                if first is None:
-                    first = time.perf_counter()
+    async for chunk in chat_chunks(client, url, body):
+        if delta_content(chunk):
+            count += 1
+            if first is None:
+                first = time.perf_counter()
     end = time.perf_counter()
     return count, end - (first if first is not None else start_time)
 
