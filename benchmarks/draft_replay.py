@@ -49,15 +49,17 @@ def generate(gguf: Path) -> list[dict]:
 
     from llamaserve.engine.context import ModelContext, load_llama
     from llamaserve.engine.options import LoadOptions
+    from llamaserve.engine.prompt import ChatPrompter
 
     llama = load_llama(gguf, LoadOptions(n_ctx=2048, n_threads=2, parallel=1))
     context = ModelContext(llama)
+    prompter = ChatPrompter(llama)  # the model's own chat template, as the server renders it
     items = [("chat", q) for q in QUESTIONS]
     items += [(kind, grounded_prompt(kind, i)) for i in range(3) for kind in ("copy", "edit")]
     found = []
     for kind, text in items:
-        messages = [{"role": "user", "content": text}]
-        prompt = llama.tokenize(chatml(messages).encode(), special=True)
+        rendered = prompter.render([{"role": "user", "content": text}])
+        prompt = llama.tokenize(rendered.text.encode(), add_bos=rendered.add_bos, special=True)
         context.drop_cells(0)
         for i, token in enumerate(prompt):
             context.put(i, token, i, 0, i == len(prompt) - 1)
@@ -76,25 +78,15 @@ def generate(gguf: Path) -> list[dict]:
     return found
 
 
-def chatml(messages: list[dict]) -> str:
-    """SmolLM2's chat template (ChatML with its default system prompt)."""
-    text = ("<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by "
-            "Hugging Face<|im_end|>\n")
-    for message in messages:
-        text += f"<|im_start|>{message['role']}\n{message['content']}<|im_end|>\n"
-    return text + "<|im_start|>assistant\n"
-
-
 def replay(item: dict, cost: float, draft_max: int, trusted: int) -> tuple[float, int, int]:
     """(speedup over plain decoding, draft tokens proposed, accepted) for one answer."""
     prompt, answer = item["prompt"], item["answer"]
-    policy, index = DraftPolicy(draft_max), NgramIndex()
+    policy, index = DraftPolicy(draft_max, trusted=trusted), NgramIndex()
     steps, drafted, accepted, i = 0.0, 0, 0, 0
     while i < len(answer):
         index.sync(prompt + answer[:i], answer[i])  # answer[i]: the pending token
         cap = min(policy.allowed(), len(answer) - i)
-        min_match = speculative.NGRAM_MIN if policy.credit > 0 else trusted
-        draft = index.propose(cap, min_match) if cap > 0 else []
+        draft = index.propose(cap, policy.min_match()) if cap > 0 else []
         kept = 0
         while kept < len(draft) and i + 1 + kept < len(answer) and \
                 answer[i + 1 + kept] == draft[kept]:

@@ -145,6 +145,7 @@ class DraftPolicy:
     and pays almost nothing; copying from the prompt drafts n_max tokens a step."""
 
     n_max: int
+    trusted: int = NGRAM_TRUSTED  # the shortest match drafted from before drafts have paid
     length: int = 0
     skip: int = 0
     misses: int = 0
@@ -155,7 +156,7 @@ class DraftPolicy:
 
     def min_match(self) -> int:
         """The shortest prompt-lookup match to draft from now (NGRAM_TRUSTED)."""
-        return NGRAM_MIN if self.credit > 0 else NGRAM_TRUSTED
+        return NGRAM_MIN if self.credit > 0 else self.trusted
 
     def allowed(self) -> int:
         """The draft length for this step (0: do not draft now)."""
