@@ -48,24 +48,18 @@ def test_plain_greedy_chooses_the_fast_path() -> None:
     assert isinstance(build_sampler(Vocab(), greedy, None, []), GreedySampler)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("params", [
-    SamplingParams(temperature=0, repeat_penalty=1.1),
-    SamplingParams(temperature=0, frequency_penalty=0.5),
-    SamplingParams(temperature=0, presence_penalty=0.5),
-    SamplingParams(temperature=0.7),
+@pytest.mark.parametrize(("params", "grammar"), [
+    (SamplingParams(temperature=0, repeat_penalty=1.1), None),
+    (SamplingParams(temperature=0, frequency_penalty=0.5), None),
+    (SamplingParams(temperature=0, presence_penalty=0.5), None),
+    (SamplingParams(temperature=0.7), None),
+    (SamplingParams(temperature=0), 'root ::= "a"'),
 ])
-def test_anything_else_keeps_the_chain(decoded, params: SamplingParams) -> None:
+def test_anything_else_keeps_the_chain(
+    decoded, params: SamplingParams, grammar: str | None
+) -> None:
     llama, _ = decoded
-    sampler = build_sampler(llama, params, None, [1, 2, 3])
-    try:
-        assert isinstance(sampler, LlamaSampler)
-    finally:
-        sampler.close()
-
-
-def test_grammar_keeps_the_chain(decoded) -> None:
-    llama, _ = decoded
-    sampler = build_sampler(llama, SamplingParams(temperature=0), 'root ::= "a"', [])
+    sampler = build_sampler(llama, params, grammar, [1, 2, 3])
     try:
         assert isinstance(sampler, LlamaSampler)
     finally:
@@ -84,7 +78,7 @@ def test_same_choice_as_llama_cpp(decoded) -> None:
             {top[0]: -100.0, top[1]: -100.0, top[2]: -0.5},
             {top[3]: 100.0},  # a pushed token wins
             {int(t): float(b) for t, b in zip(rng.integers(0, n_vocab, 20),
-                                              rng.uniform(-5, 5, 20))},
+                                              rng.uniform(-5, 5, 20), strict=True)},
             {n_vocab + 7: 50.0, -1: 50.0},  # outside the vocabulary: ignored by both
         ]
     for bias in cases:
